@@ -1,0 +1,8 @@
+"""audiocert: certified robustness of audio classifiers with Gaussian randomized smoothing."""
+
+from audiocert.frontend import STAGES, DeepSpeakerFrontend
+from audiocert.model import ResCNN
+from audiocert.sampler import Smooth, StagedClassifier, smoothed_speaker_classifier
+
+__version__ = "0.1.0"
+__all__ = ["STAGES", "DeepSpeakerFrontend", "ResCNN", "Smooth", "StagedClassifier", "smoothed_speaker_classifier"]

@@ -1,0 +1,308 @@
+"""Fanning shards out through submitit (slurm | local | debug) and finalising configs when they are done.
+
+``plan_config`` plans one Hydra job's config and hands its pending shards to the launcher:
+- slurm: job arrays (split to stay under MaxArraySize, with array parallelism), then a reducer job that
+  depends on them (afterok); submission never waits for another config.
+- local: pending shards of every config in the sweep are pooled and run by ``launcher.workers`` processes
+  of submitit's LocalExecutor once the sweep is planned (Hydra's on_multirun_end / on_run_end callback),
+  then reduced here.
+- debug: submitit's DebugExecutor, in this process, reduced at once.
+Shards already done (their counts file validates) are never submitted again, so rerunning a sweep resumes it.
+"""
+
+from __future__ import annotations
+
+import logging
+import shutil
+import subprocess
+import time
+import traceback
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import submitit
+from hydra.experimental.callback import Callback
+from omegaconf import DictConfig, OmegaConf
+
+from audiocert.prepare import ensure_dataset
+from audiocert.provenance import atomic_write_json, read_json
+from audiocert.reducer import IncompleteSweepError, inventory, reduce_config
+from audiocert.shards import (
+    PLAN_FILE,
+    config_label,
+    make_plan,
+    plan_shards,
+    run_shards,
+    shard_done,
+    write_plan,
+)
+from audiocert.status import format_status, wait_for_configs
+from audiocert.tracking import log_config_run
+
+log = logging.getLogger(__name__)
+
+FAILURE_DIR = "failures"
+JOBS_FILE = "jobs.json"
+
+
+def config_dir_for(sweep_dir: Path, plan: Mapping[str, Any]) -> Path:
+    return sweep_dir / f"{plan['label']}-{plan['config_hash'][:8]}"
+
+
+def pending_shards(config_dir: Path, plan: Mapping[str, Any]) -> list[int]:
+    return [s.index for s in plan_shards(plan) if not shard_done(config_dir, plan, s.index)]
+
+
+class ShardWorker(submitit.helpers.Checkpointable):
+    """A submitit job: run a list of (config_dir, shard) pairs, skipping those already done.
+
+    Checkpointable: on preemption or timeout submitit requeues the same call; shards finished before are
+    skipped (their files validate) and an interrupted shard restarts from its first sample, so nothing is
+    counted twice. A shard that fails ``attempts`` times is recorded under failures/ with its log path and
+    the worker moves on, so one bad shard does not hold up the others.
+    """
+
+    def __call__(self, work: Sequence[tuple[str, int]], threads: int | None = None, attempts: int = 2) -> dict:
+        failed = []
+        for config_dir, index in work:
+            for attempt in range(1, attempts + 1):
+                try:
+                    run_shards([(config_dir, index)], threads=threads, progress=False)
+                    failure_path(config_dir, index).unlink(missing_ok=True)
+                    break
+                except Exception as error:  # record it and move on to the next shard
+                    log.exception("shard %s of %s failed (attempt %d/%d)", index, config_dir, attempt, attempts)
+                    if attempt == attempts:
+                        record_failure(config_dir, index, error)
+                        failed.append((config_dir, index))
+        if failed:
+            raise RuntimeError(f"{len(failed)} shard(s) failed: {failed}; see failures/ in their config dirs")
+        return {"shards": len(work)}
+
+
+def failure_path(config_dir: str | Path, index: int) -> Path:
+    return Path(config_dir) / FAILURE_DIR / f"{index:05d}.json"
+
+
+def record_failure(config_dir: str | Path, index: int, error: BaseException) -> None:
+    log_path = None
+    try:
+        env = submitit.JobEnvironment()
+        log_path, job_id = str(env.paths.stderr).replace("%j", env.job_id), env.job_id
+    except RuntimeError:  # not inside a submitit job
+        job_id = None
+    atomic_write_json(failure_path(config_dir, index), {
+        "shard": index, "error": f"{error.__class__.__name__}: {error}", "traceback": traceback.format_exc(),
+        "log": log_path, "job_id": job_id, "time": time.time(),
+    })
+
+
+def finalize_config(config_dir: str | Path, logger_cfg: Mapping[str, Any] | None, sweep_name: str) -> dict:
+    """Reduce a config and log it to W&B; used in-process and as the dependent SLURM reducer job."""
+    summary = reduce_config(config_dir)
+    if logger_cfg is not None:
+        log_config_run(Path(config_dir), dict(logger_cfg), sweep_name)
+    return summary
+
+
+# ----------------------------------------------------------------------------------------------------------
+# Executors
+# ----------------------------------------------------------------------------------------------------------
+def slurm_max_array_size(default: int) -> int:
+    """MaxArraySize of the cluster (scontrol show config), or ``default`` when it cannot be read."""
+    try:
+        out = subprocess.run(["scontrol", "show", "config"], capture_output=True, text=True, timeout=30).stdout
+    except (OSError, subprocess.SubprocessError):
+        return default
+    for line in out.splitlines():
+        if line.strip().startswith("MaxArraySize"):
+            try:
+                return int(line.split("=", 1)[1])
+            except ValueError:
+                return default
+    return default
+
+
+def check_slurm_available() -> None:
+    if shutil.which("sbatch") is None:
+        raise RuntimeError(
+            "launcher=slurm but `sbatch` is not on PATH: run on a SLURM login node, start the test cluster with "
+            "`sudo bash slurm/cluster.sh start`, or use launcher=local"
+        )
+    probe = subprocess.run(["sinfo", "-h", "-o", "%P %a"], capture_output=True, text=True, timeout=30)
+    if probe.returncode != 0:
+        raise RuntimeError(f"launcher=slurm but the cluster does not answer (sinfo: {probe.stderr.strip()})")
+
+
+def slurm_executor(launcher: Mapping[str, Any], folder: Path, name: str) -> submitit.AutoExecutor:
+    executor = submitit.AutoExecutor(folder=folder, cluster="slurm")
+    params: dict[str, Any] = {
+        "name": name, "timeout_min": int(launcher["time_min"]), "cpus_per_task": int(launcher["cpus_per_task"]),
+        "mem_gb": float(launcher["mem_gb"]), "slurm_array_parallelism": int(launcher["array_parallelism"]),
+        "slurm_setup": list(launcher.get("setup") or []),
+    }
+    if launcher.get("partition"):
+        params["slurm_partition"] = launcher["partition"]
+    if launcher.get("account"):
+        params["slurm_account"] = launcher["account"]
+    if int(launcher.get("gpus_per_task") or 0):
+        params["slurm_gpus_per_task"] = int(launcher["gpus_per_task"])
+    if launcher.get("signal_delay_s"):
+        params["slurm_signal_delay_s"] = int(launcher["signal_delay_s"])
+    additional = dict(launcher.get("additional") or {})
+    if additional:
+        params["slurm_additional_parameters"] = additional
+    executor.update_parameters(**params)
+    return executor
+
+
+def submit_slurm(cfg: DictConfig, config_dir: Path, plan: Mapping[str, Any], pending: list[int]) -> dict:
+    launcher = cfg.launcher
+    check_slurm_available()
+    folder = Path(cfg.sweep.dir) / "logs" / "slurm"
+    executor = slurm_executor(launcher, folder, f"ac-{plan['config_hash'][:8]}")
+    per_job = int(launcher.shards_per_job)
+    groups = [[(str(config_dir), i) for i in pending[k : k + per_job]] for k in range(0, len(pending), per_job)]
+    limit = min(int(launcher.max_array_size), slurm_max_array_size(int(launcher.max_array_size)))
+    jobs = []
+    for start in range(0, len(groups), limit):
+        chunk = groups[start : start + limit]
+        jobs += executor.map_array(ShardWorker(), chunk, [launcher.get("threads")] * len(chunk),
+                                   [int(launcher.attempts)] * len(chunk))
+    array_ids = sorted({str(job.job_id).split("_")[0] for job in jobs})
+    reducer = slurm_executor(launcher, folder, f"ac-reduce-{plan['config_hash'][:8]}")
+    dependency = {"dependency": "afterok:" + ":".join(array_ids), "kill-on-invalid-dep": "yes"} if array_ids else {}
+    reducer.update_parameters(slurm_additional_parameters={**dict(launcher.get("additional") or {}), **dependency},
+                              timeout_min=30)
+    logger_cfg = OmegaConf.to_container(cfg.logger, resolve=True)
+    reduce_job = reducer.submit(finalize_config, str(config_dir), logger_cfg, str(cfg.sweep.name))
+    record = {"executor": "slurm", "arrays": array_ids, "reducer": str(reduce_job.job_id),
+              "shards": {str(i): str(job.job_id) for group, job in zip(groups, jobs, strict=True) for _, i in group},
+              "logs": {str(job.job_id): str(job.paths.stderr) for job in jobs}, "submitted_at": time.time()}
+    atomic_write_json(config_dir / JOBS_FILE, record)
+    log.info("%s: %d shard(s) in array job(s) %s; reducer job %s (afterok)", plan["label"], len(pending),
+             ",".join(array_ids) or "-", reduce_job.job_id)
+    return record
+
+
+# Shards of local sweeps wait here until the whole sweep is planned (Hydra runs its jobs in this process).
+LOCAL_QUEUE: list[dict[str, Any]] = []
+# Config directories of this process's SLURM submissions, for launcher.wait=true.
+SLURM_SUBMITTED: list[Path] = []
+
+
+def run_local_queue(progress: bool = True) -> list[dict[str, Any]]:
+    """Run every queued config's pending shards on LocalExecutor workers, then reduce each config."""
+    queue, LOCAL_QUEUE[:] = list(LOCAL_QUEUE), []
+    if not queue:
+        return []
+    launcher = queue[0]["launcher"]
+    work = [(entry["config_dir"], i) for entry in queue for i in entry["pending"]]
+    if work:
+        workers = max(1, min(int(launcher["workers"]), len(work)))
+        folder = Path(queue[0]["sweep_dir"]) / "logs" / "local"
+        executor = submitit.LocalExecutor(folder=folder)
+        executor.update_parameters(timeout_min=int(launcher["time_min"]))
+        # Round-robin so every worker gets a mix of configs and shards finish across the sweep evenly.
+        portions = [work[w::workers] for w in range(workers)]
+        jobs = [executor.submit(ShardWorker(), portion, launcher.get("threads"), int(launcher["attempts"]))
+                for portion in portions]
+        for entry in queue:
+            atomic_write_json(Path(entry["config_dir"]) / JOBS_FILE, {
+                "executor": "local", "jobs": [str(j.job_id) for j in jobs],
+                "logs": {str(j.job_id): str(j.paths.stderr) for j in jobs}, "submitted_at": time.time()})
+        wait_for_shards([Path(e["config_dir"]) for e in queue], jobs, progress=progress)
+    return [finalize_queued(entry) for entry in queue]
+
+
+def wait_for_shards(config_dirs: list[Path], jobs: list[Any], progress: bool = True) -> None:
+    """Wait for the local jobs, with a progress bar over shards done (files that validate)."""
+    from tqdm import tqdm
+
+    plans = {d: read_json(d / PLAN_FILE) for d in config_dirs}
+    total = sum(len(p["shards"]) for p in plans.values())
+    with tqdm(total=total, desc="shards done", disable=not progress, dynamic_ncols=True) as bar:
+        while True:
+            finished = all(job.done() for job in jobs)
+            done = sum(len(inventory(d, p).records) for d, p in plans.items())
+            bar.update(done - bar.n)
+            if finished:
+                break
+            time.sleep(1.0)
+    for job in jobs:
+        if job.exception() is not None:
+            log.error("local job %s failed; its log: %s", job.job_id, job.paths.stderr)
+
+
+def finalize_queued(entry: Mapping[str, Any]) -> dict[str, Any]:
+    config_dir = Path(entry["config_dir"])
+    try:
+        summary = finalize_config(config_dir, entry["logger"], entry["sweep_name"])
+        return {"config_dir": str(config_dir), "summary": summary}
+    except IncompleteSweepError as error:
+        log.error("%s", error)
+        return {"config_dir": str(config_dir), "error": str(error)}
+
+
+def plan_config(cfg: DictConfig) -> dict[str, Any]:
+    """One Hydra job: prepare data, plan the config, and hand its pending shards to the launcher."""
+    ensure_dataset(cfg.dataset)
+    sweep_dir = Path(cfg.sweep.dir)
+    plan = make_plan(cfg)
+    config_dir = config_dir_for(sweep_dir, plan)
+    plan = write_plan(plan, config_dir)
+    pending = pending_shards(config_dir, plan)
+    kind = cfg.launcher.name
+    log.info("%s -> %s: %d of %d shard(s) to run", config_label(cfg), config_dir, len(pending), len(plan["shards"]))
+    logger_cfg = OmegaConf.to_container(cfg.logger, resolve=True)
+    entry = {"config_dir": str(config_dir), "pending": pending, "launcher": OmegaConf.to_container(cfg.launcher),
+             "sweep_dir": str(sweep_dir), "logger": logger_cfg, "sweep_name": str(cfg.sweep.name)}
+    if kind == "slurm":
+        SLURM_SUBMITTED.append(config_dir)
+        if pending:
+            submit_slurm(cfg, config_dir, plan, pending)
+        elif not (config_dir / "certificates.tsv").is_file():
+            finalize_config(config_dir, logger_cfg, str(cfg.sweep.name))
+    elif kind == "local":
+        LOCAL_QUEUE.append(entry)
+    elif kind == "debug":
+        executor = submitit.DebugExecutor(folder=sweep_dir / "logs" / "debug")
+        if pending:
+            executor.submit(ShardWorker(), [(str(config_dir), i) for i in pending], cfg.launcher.get("threads"),
+                            int(cfg.launcher.attempts)).result()
+        entry["result"] = finalize_queued(entry)
+    else:
+        raise ValueError(f"launcher.name={kind!r}: choose slurm, local or debug")
+    return entry
+
+
+class FinalizeSweep(Callback):
+    """Hydra callback: after the last job of a run or multirun is planned, run the local queue."""
+
+    def on_run_end(self, config: DictConfig, **kwargs: Any) -> None:
+        self._finish(config)
+
+    def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
+        self._finish(config)
+
+    @staticmethod
+    def _finish(config: DictConfig) -> None:
+        if SLURM_SUBMITTED:
+            dirs, SLURM_SUBMITTED[:] = list(SLURM_SUBMITTED), []
+            if not config.launcher.get("wait", False):
+                print(f"submitted {len(dirs)} config(s); follow them with `audiocert status {config.sweep.dir}`")
+                return
+            reduced = wait_for_configs(dirs)
+            print(format_status(config.sweep.dir))
+            if not reduced:
+                raise SystemExit("some configs were not reduced: see the failed shards above")
+            return
+        results = run_local_queue(progress=True)
+        for result in results:
+            if "error" in result:
+                print(f"INCOMPLETE {result['config_dir']}: see `audiocert status` for failed shards")
+            else:
+                s = result["summary"]
+                print(f"certified {s['label']}: smoothed accuracy {s['smoothed_accuracy']:.3f}, "
+                      f"abstain {s['abstain_fraction']:.3f} -> {result['config_dir']}")

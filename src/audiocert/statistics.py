@@ -1,0 +1,106 @@
+"""The statistics of randomized smoothing (Cohen, Rosenfeld & Kolter 2019), as pure functions on counts.
+
+CERTIFY(x, n0, n, alpha): A = argmax of the n0 selection counts; k = estimation count of A out of n;
+    pA_lower = Beta(alpha; k, n - k + 1)   (one-sided Clopper-Pearson lower bound at level alpha)
+    abstain if pA_lower < 1/2, else radius R = sigma * Phi^-1(pA_lower).
+PREDICT(x, n, alpha): top two counts c1 > c2; abstain unless the two-sided binomial test of c1 out of
+    c1 + c2 at p = 1/2 has p-value <= alpha.
+The largest radius n samples can certify (all n correct) is sigma * Phi^-1(alpha^(1/n)).
+No torch here: counts in, numbers out.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import numpy as np
+from scipy.stats import beta, binomtest, norm
+
+ABSTAIN = -1
+
+
+def check_alpha(alpha: float) -> None:
+    if not 0.0 < alpha < 0.5:
+        raise ValueError(f"alpha={alpha} must lie in (0, 0.5)")
+
+
+def lower_confidence_bound(k: int, n: int, alpha: float) -> float:
+    """One-sided (1 - alpha) Clopper-Pearson lower bound on a binomial proportion with k successes in n."""
+    check_alpha(alpha)
+    if not 0 <= k <= n or n < 1:
+        raise ValueError(f"need 0 <= k <= n and n >= 1, got k={k}, n={n}")
+    if k == 0:
+        return 0.0
+    return float(beta.ppf(alpha, k, n - k + 1))
+
+
+def radius_from_lower_bound(p_lower: float, sigma: float) -> float:
+    """Certified L2 radius sigma * Phi^-1(pA_lower) (meaningful for pA_lower >= 1/2)."""
+    return float(sigma * norm.ppf(p_lower))
+
+
+def max_certifiable_radius(sigma: float, n: int, alpha: float) -> float:
+    """The radius certified when all n estimation samples agree: sigma * Phi^-1(alpha^(1/n))."""
+    check_alpha(alpha)
+    return radius_from_lower_bound(alpha ** (1.0 / n), sigma)
+
+
+def certify_from_counts(
+    selection_counts: Sequence[int] | np.ndarray, estimation_counts: Sequence[int] | np.ndarray,
+    alpha: float, sigma: float,
+) -> tuple[int, float, float]:
+    """CERTIFY on class-count vectors -> (prediction or ABSTAIN, radius, pA_lower). Abstain gives radius 0.
+
+    The class is chosen from the selection counts only (independent of the estimation counts); ties go to
+    the lowest class index, as numpy's argmax does in locuslab/smoothing.
+    """
+    selection = np.asarray(selection_counts)
+    estimation = np.asarray(estimation_counts)
+    if selection.shape != estimation.shape or selection.ndim != 1:
+        raise ValueError(f"count vectors must be 1-D and alike, got {selection.shape} and {estimation.shape}")
+    if sigma <= 0:
+        raise ValueError(f"sigma={sigma} must be positive")
+    top = int(selection.argmax())
+    n = int(estimation.sum())
+    p_lower = lower_confidence_bound(int(estimation[top]), n, alpha)
+    if p_lower < 0.5:
+        return ABSTAIN, 0.0, p_lower
+    return top, radius_from_lower_bound(p_lower, sigma), p_lower
+
+
+def predict_p_value(c1: int, c2: int) -> float:
+    """Two-sided binomial test p-value of c1 successes out of c1 + c2 at p = 1/2."""
+    if c1 + c2 == 0:
+        return 1.0
+    return float(binomtest(int(c1), int(c1 + c2), 0.5).pvalue)
+
+
+def predict_from_counts(counts: Sequence[int] | np.ndarray, alpha: float) -> int:
+    """PREDICT on a class-count vector -> the top class, or ABSTAIN when it is not significantly ahead."""
+    check_alpha(alpha)
+    counts = np.asarray(counts)
+    order = np.argsort(-counts, kind="stable")
+    c1, c2 = int(counts[order[0]]), int(counts[order[1]]) if counts.size > 1 else 0
+    return int(order[0]) if predict_p_value(c1, c2) <= alpha else ABSTAIN
+
+
+def certified_accuracy(
+    radii: Sequence[float] | np.ndarray, correct: Sequence[bool] | np.ndarray, radius: float
+) -> float:
+    """Fraction of points predicted correctly with certified radius >= ``radius`` (abstentions are wrong)."""
+    radii, correct = np.asarray(radii, dtype=float), np.asarray(correct, dtype=bool)
+    if radii.size == 0:
+        return float("nan")
+    return float(np.mean(correct & (radii >= radius)))
+
+
+def certified_accuracy_curve(
+    radii: Sequence[float] | np.ndarray, correct: Sequence[bool] | np.ndarray, grid: Sequence[float]
+) -> np.ndarray:
+    return np.array([certified_accuracy(radii, correct, r) for r in grid])
+
+
+def snr_db(signal_norm: float | np.ndarray, radius: float | np.ndarray) -> np.ndarray:
+    """SNR-equivalent of an L2 radius at a stage: 20 log10(||x_stage|| / r) dB (inf for r = 0)."""
+    with np.errstate(divide="ignore"):
+        return 20.0 * np.log10(np.asarray(signal_norm, dtype=float) / np.asarray(radius, dtype=float))

@@ -1,0 +1,163 @@
+"""Training a base classifier: Adam, LR reduction on plateau, early stopping, optional Gaussian augmentation.
+
+Augmentation adds N(0, sigma^2) noise at a frontend stage (waveform, magspec or mfbe), as the seed's
+"augmented" models did: x_stage + sigma * eps -> rest of the frontend -> model. Checkpoints (``last.pt`` every
+epoch, ``best.pt`` at the best validation accuracy) hold tensors and plain metadata only, load with
+``torch.load(weights_only=True)``, and let a rerun resume where the last one stopped.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import time
+from pathlib import Path
+from typing import Any
+
+import torch
+from omegaconf import DictConfig, OmegaConf
+from torch import nn
+from torch.utils.data import DataLoader
+from tqdm import tqdm
+
+from audiocert.checkpoint import build_frontend, build_model, save_checkpoint
+from audiocert.data import CropDataset, build_datasets
+from audiocert.devices import resolve_device
+from audiocert.frontend import STAGES, DeepSpeakerFrontend
+from audiocert.provenance import atomic_write_json, code_version
+
+log = logging.getLogger(__name__)
+
+
+def check_train_config(cfg: DictConfig) -> None:
+    t = cfg.train
+    for field in ("epochs", "batch_size", "patience", "lr_patience"):
+        if int(t[field]) < 1:
+            raise ValueError(f"train.{field}={t[field]} must be a positive integer")
+    if not float(t.lr) > 0:
+        raise ValueError(f"train.lr={t.lr} must be positive")
+    aug = cfg.train.augment
+    if aug.stage is not None and aug.stage not in STAGES:
+        raise ValueError(f"train.augment.stage={aug.stage!r} must be null or one of {', '.join(STAGES)}")
+    if float(aug.sigma) < 0:
+        raise ValueError(f"train.augment.sigma={aug.sigma} must be >= 0")
+
+
+def model_inputs(
+    frontend: DeepSpeakerFrontend, waveform: torch.Tensor, stage: str | None, sigma: float
+) -> torch.Tensor:
+    """Frontend with optional Gaussian augmentation at ``stage``."""
+    if stage is None or sigma == 0:
+        return frontend(waveform)
+    x = frontend.to_stage(waveform, stage)
+    return frontend.from_stage(x + sigma * torch.randn_like(x), stage)
+
+
+@torch.inference_mode()
+def evaluate(model: nn.Module, frontend: DeepSpeakerFrontend, dataset: Any, device: torch.device,
+             batch_size: int, stage: str | None = None, sigma: float = 0.0) -> float:
+    """Accuracy of ``model`` on ``dataset`` (noise at ``stage`` when sigma > 0)."""
+    model.eval()
+    correct = total = 0
+    for waveform, label in DataLoader(dataset, batch_size=batch_size, shuffle=False):
+        logits = model(model_inputs(frontend, waveform.to(device), stage, sigma))
+        correct += int((logits.argmax(1).cpu() == label).sum())
+        total += len(label)
+    return correct / max(total, 1)
+
+
+def run_training(cfg: DictConfig, output_dir: str | Path) -> dict[str, Any]:
+    """Train (or resume) the base classifier of ``cfg``; returns the metrics also written to metrics.json."""
+    check_train_config(cfg)
+    output_dir = Path(output_dir)
+    output_dir.mkdir(parents=True, exist_ok=True)
+    torch.manual_seed(int(cfg.seed))
+    if cfg.train.get("threads"):
+        torch.set_num_threads(int(cfg.train.threads))
+    device = resolve_device(cfg.device)
+    bundle = build_datasets(cfg.dataset)
+    validation = CropDataset(
+        bundle.train.utterances, bundle.speakers, int(cfg.dataset.crop_samples),
+        int(cfg.train.validation_crops_per_speaker), mode="test", seed=int(cfg.dataset.split_seed) + 1,
+        sample_rate=int(cfg.dataset.sample_rate), resample=bool(cfg.dataset.resample),
+    )
+    frontend = build_frontend(cfg.get("frontend")).to(device)
+    model = build_model(cfg.model, len(bundle.speakers)).to(device)
+    optimizer = torch.optim.Adam(model.parameters(), lr=float(cfg.train.lr))
+    scheduler = torch.optim.lr_scheduler.ReduceLROnPlateau(
+        optimizer, mode="max", factor=0.5, patience=int(cfg.train.lr_patience)
+    )
+    stage, sigma = cfg.train.augment.stage, float(cfg.train.augment.sigma)
+    use_amp = device.type == "cuda" and bool(cfg.train.get("amp", True))
+    last, best = output_dir / "last.pt", output_dir / "best.pt"
+    history: list[dict[str, float]] = []
+    start_epoch, best_accuracy, stale = 0, -1.0, 0
+    resolved = OmegaConf.to_container(cfg, resolve=True)
+    if cfg.train.resume and last.is_file():
+        state = torch.load(last, map_location=device, weights_only=True)
+        model.load_state_dict(state["model"])
+        optimizer.load_state_dict(state["optimizer"])
+        scheduler.load_state_dict(state["scheduler"])
+        start_epoch, best_accuracy = int(state["epoch"]) + 1, float(state["metrics"]["best_val_accuracy"])
+        stale, history = int(state["metrics"]["stale_epochs"]), list(state["metrics"]["history"])
+        log.info("resuming from %s at epoch %d", last, start_epoch)
+
+    def state_dict(epoch: int, metrics: dict[str, Any]) -> dict[str, Any]:
+        return {
+            "model": model.state_dict(), "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
+            "epoch": epoch, "num_classes": len(bundle.speakers), "speakers": list(bundle.speakers),
+            "config": resolved, "metrics": metrics, "code_version": code_version(),
+        }
+
+    budget_s = float(cfg.train.max_minutes) * 60 if cfg.train.get("max_minutes") else math.inf
+    started = time.monotonic()
+    for epoch in range(start_epoch, int(cfg.train.epochs)):
+        if stale >= int(cfg.train.patience):
+            log.info("early stopping: no validation gain for %d epochs", stale)
+            break
+        if time.monotonic() - started > budget_s:
+            log.info("time budget of %s min reached", cfg.train.max_minutes)
+            break
+        model.train()
+        bundle.train.set_epoch(epoch)
+        loader = DataLoader(bundle.train, batch_size=int(cfg.train.batch_size), shuffle=True,
+                            generator=torch.Generator().manual_seed(int(cfg.seed) * 1000 + epoch))
+        running, seen = 0.0, 0
+        bar = tqdm(loader, desc=f"epoch {epoch + 1}/{cfg.train.epochs}", leave=False, dynamic_ncols=True)
+        for waveform, label in bar:
+            waveform, label = waveform.to(device), label.to(device)
+            with torch.autocast(device.type, dtype=torch.bfloat16, enabled=use_amp):
+                loss = nn.functional.cross_entropy(model(model_inputs(frontend, waveform, stage, sigma)), label)
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            optimizer.step()
+            running, seen = running + loss.item() * len(label), seen + len(label)
+            bar.set_postfix(loss=f"{running / seen:.3f}")
+        val_accuracy = evaluate(model, frontend, validation, device, int(cfg.train.batch_size))
+        scheduler.step(val_accuracy)
+        improved = val_accuracy > best_accuracy
+        best_accuracy, stale = (val_accuracy, 0) if improved else (best_accuracy, stale + 1)
+        history.append({"epoch": epoch, "loss": running / max(seen, 1), "val_accuracy": val_accuracy,
+                        "lr": optimizer.param_groups[0]["lr"], "elapsed_s": time.monotonic() - started})
+        metrics = {"best_val_accuracy": best_accuracy, "stale_epochs": stale, "history": history}
+        if improved:
+            save_checkpoint(best, state_dict(epoch, metrics))
+        save_checkpoint(last, state_dict(epoch, metrics))
+        log.info("epoch %d: loss %.4f, validation accuracy %.4f%s", epoch + 1, running / max(seen, 1),
+                 val_accuracy, " (best)" if improved else "")
+
+    if not best.is_file():
+        raise RuntimeError(f"no checkpoint was written to {best}: train.epochs={cfg.train.epochs} ran no epoch")
+    state = torch.load(best, map_location=device, weights_only=True)
+    model.load_state_dict(state["model"])
+    test_accuracy = evaluate(model, frontend, bundle.test, device, int(cfg.train.batch_size))
+    state["metrics"]["clean_test_accuracy"] = test_accuracy
+    save_checkpoint(best, state)
+    metrics = {
+        "clean_test_accuracy": test_accuracy, "best_val_accuracy": best_accuracy, "epochs_run": len(history),
+        "train_seconds": history[-1]["elapsed_s"] if history else 0.0, "checkpoint": str(best),
+        "dataset": cfg.dataset.name, "model": cfg.model.name, "augment": OmegaConf.to_container(cfg.train.augment),
+        "device": str(device), "code_version": code_version(),
+    }
+    atomic_write_json(output_dir / "metrics.json", metrics)
+    return metrics
