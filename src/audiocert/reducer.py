@@ -164,7 +164,7 @@ def reduce_config(config_dir: str | Path) -> dict[str, Any]:
     ceiling = max_certifiable_radius(sigma, int(q["n"]), alpha)
     grid = radius_grid(ceiling)
     curve = "radius,certified_accuracy\n" + "".join(
-        f"{r!r},{certified_accuracy(radii, correct, r)!r}\n" for r in grid
+        f"{float(r)!r},{certified_accuracy(radii, correct, r)!r}\n" for r in grid
     )
     certified = correct & (radii > 0)
     snrs = snr_db(merged["norms"][certified], radii[certified]) if certified.any() else np.array([])

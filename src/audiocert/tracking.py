@@ -39,7 +39,7 @@ def log_config_run(config_dir: Path, logger_cfg: Mapping[str, Any], sweep_name: 
 
     plan = read_json(config_dir / PLAN_FILE)
     summary = read_json(config_dir / "summary.json")
-    wandb_dir = Path(logger_cfg.get("dir") or config_dir.parent / "wandb")
+    wandb_dir = Path(logger_cfg.get("dir") or config_dir.parent)  # wandb adds its own wandb/ folder
     wandb_dir.mkdir(parents=True, exist_ok=True)
     os.environ.setdefault("WANDB_SILENT", "true")
     run = wandb.init(
