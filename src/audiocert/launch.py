@@ -66,6 +66,8 @@ class ShardWorker(submitit.helpers.Checkpointable):
     def __call__(self, work: Sequence[tuple[str, int]], threads: int | None = None, attempts: int = 2) -> dict:
         failed = []
         for config_dir, index in work:
+            # Printed to the job's log: when it appears, submitit's signal handlers are in place.
+            print(f"shard {index} of {config_dir}: started", flush=True)
             for attempt in range(1, attempts + 1):
                 try:
                     run_shards([(config_dir, index)], threads=threads, progress=False)

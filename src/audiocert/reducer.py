@@ -83,15 +83,20 @@ def inventory(config_dir: str | Path, plan: Mapping[str, Any] | None = None) -> 
         record, why = validate_shard_file(path, plan)
         if record is None:
             invalid[path] = why
-            continue
-        match = SHARD_NAME.match(path.name)
-        if not match or match["hash"] != plan["config_hash"] or int(match["index"]) != record["index"]:
-            invalid[path] = "file name does not match its contents"
-            continue
-        found[record["index"]].append((path, record))
+        else:
+            found[record["index"]].append((path, record))
     duplicated = {i: [p for p, _ in entries] for i, entries in found.items() if len(entries) > 1}
-    records = {i: entries[0][1] for i, entries in found.items() if len(entries) == 1}
-    missing = [i for i in range(len(plan["shards"])) if i not in found]
+    records = {}
+    for index, entries in found.items():
+        if len(entries) != 1:
+            continue
+        path, record = entries[0]
+        match = SHARD_NAME.match(path.name)
+        if match and match["hash"] == plan["config_hash"] and int(match["index"]) == index:
+            records[index] = record
+        else:  # a valid shard under a name that is not its own: a stray copy
+            invalid[path] = f"counts of shard {index} under a name that is not its own"
+    missing = [i for i in range(len(plan["shards"])) if i not in records and i not in duplicated]
     return ShardInventory(records, missing, duplicated, invalid)
 
 

@@ -214,9 +214,12 @@ class ShardContext:
     def __init__(self, plan: Mapping[str, Any]) -> None:
         cfg = OmegaConf.create(plan["config"])
         self.device = resolve_device(cfg.device)
-        loaded = load_checkpoint(plan["checkpoint"], self.device)
+        if not Path(plan["checkpoint"]).is_file():
+            raise FileNotFoundError(f"checkpoint {plan['checkpoint']} of this sweep no longer exists")
         if file_digest(plan["checkpoint"]) != plan["quantities"]["checkpoint_digest"]:
-            raise ValueError(f"checkpoint {plan['checkpoint']} changed since the sweep was planned")
+            raise ValueError(f"checkpoint {plan['checkpoint']} changed since the sweep was planned: "
+                             "plan a new sweep (another sweep.name) for the new checkpoint")
+        loaded = load_checkpoint(plan["checkpoint"], self.device)
         self.test = build_datasets(cfg.dataset).test
         self.staged = StagedClassifier(loaded.frontend, cfg.representation.stage, loaded.model).eval()
         self.smooth = Smooth(self.staged, int(cfg.dataset.num_classes), float(cfg.smoothing.sigma),

@@ -1,0 +1,33 @@
+# The two commands of the README. Both create and use the project's own virtual environment (.venv).
+#   make demo   the main job on the embedded synthetic corpus (no download, no GPU needed)
+#   make test   the whole test suite, including the real single-node SLURM cluster (needs root)
+
+PYTHON ?= python3
+VENV := .venv
+AUDIOCERT := $(VENV)/bin/audiocert
+LAUNCHER ?= local
+RUNS := $(or $(AUDIOCERT_RUNS_DIR),runs)
+
+.PHONY: demo test venv clean
+
+$(VENV)/.installed: pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(VENV)/bin/python -m pip install --quiet --disable-pip-version-check -e '.[test]'
+	touch $@
+
+venv: $(VENV)/.installed
+
+demo: $(VENV)/.installed
+	@start=$$(date +%s); \
+	$(AUDIOCERT) corpus && \
+	{ test -f $(RUNS)/train/synthetic10-rescnn_small/best.pt || $(AUDIOCERT) train train.max_minutes=2.5; } && \
+	$(AUDIOCERT) certify -m experiment=demo launcher=$(LAUNCHER) $(if $(filter slurm,$(LAUNCHER)),launcher.wait=true) && \
+	$(AUDIOCERT) report $(RUNS)/sweeps/demo && \
+	echo "demo finished in $$(( $$(date +%s) - start )) s; report: $(RUNS)/sweeps/demo/report/report.md"
+
+test: $(VENV)/.installed
+	bash slurm/cluster.sh start
+	$(VENV)/bin/python -m pytest -q -p no:cacheprovider
+
+clean:
+	rm -rf $(VENV) data runs

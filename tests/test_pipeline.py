@@ -1,0 +1,161 @@
+"""End-to-end: the real CLI trains, certifies through the debug and local executors, resumes and reduces."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import pytest
+import torch
+from conftest import certify_overrides, read_certs, run_cli
+
+from audiocert.reducer import IncompleteSweepError, reduce_config
+from audiocert.shards import PLAN_FILE
+
+pytestmark = pytest.mark.slow
+
+
+def config_dirs(sweep: Path) -> list[Path]:
+    return sorted(p.parent for p in sweep.glob(f"*/{PLAN_FILE}"))
+
+
+def test_training_improves_resumes_and_checkpoint_loads_weights_only(trained):
+    history = trained["metrics"]
+    assert history["epochs_run"] == 3
+    assert history["clean_test_accuracy"] > 0.25 + 0.1  # 4 speakers: chance is 0.25
+    state = torch.load(trained["dir"] / "best.pt", weights_only=True)
+    assert state["config"]["dataset"]["name"] == "tiny4" and "clean_test_accuracy" in state["metrics"]
+    losses = [h["loss"] for h in state["metrics"]["history"]]
+    assert losses[-1] < losses[0]
+    # Resume: two more epochs continue the same history from last.pt.
+    result = run_cli(["train", *trained["overrides"], "train.lr=0.003", "train.epochs=5", "train.batch_size=16",
+                      "train.validation_crops_per_speaker=6", "train.patience=100"], trained["runs"])
+    assert "resuming from" in result.stderr + result.stdout
+    last = torch.load(trained["dir"] / "last.pt", weights_only=True)
+    assert [h["epoch"] for h in last["metrics"]["history"]] == [0, 1, 2, 3, 4]
+
+
+def test_same_certificates_from_every_executor_and_shard_size(trained):
+    runs = trained["runs"]
+    run_cli(["certify", *certify_overrides(trained, "exec-debug", "launcher=debug")], runs)
+    run_cli(["certify", *certify_overrides(trained, "exec-local", "launcher=local")], runs)
+    run_cli(["certify", *certify_overrides(trained, "exec-shards", "launcher=debug", "certify.shard.samples=7",
+                                           "certify.shard.examples=3", "certify.batch_size=13")], runs)
+    [debug] = config_dirs(runs / "sweeps" / "exec-debug")
+    [local] = config_dirs(runs / "sweeps" / "exec-local")
+    [other] = config_dirs(runs / "sweeps" / "exec-shards")
+    assert len(list((other / "shards").glob("*.json"))) > len(list((debug / "shards").glob("*.json")))
+    assert read_certs(debug) == read_certs(local) == read_certs(other)
+    summary = json.loads((debug / "summary.json").read_text())
+    assert summary["num_points"] == 8 and summary["n"] == 60
+    provenance = json.loads((debug / "provenance.json").read_text())
+    for key in ("config", "seed", "plan_code_version", "checkpoint_digest", "stage", "sigma", "semantics"):
+        assert key in provenance
+
+
+def test_reducer_refuses_missing_duplicate_foreign_and_truncated(trained, tmp_path):
+    runs = trained["runs"]
+    run_cli(["certify", *certify_overrides(trained, "refuse", "launcher=debug")], runs)
+    [source] = config_dirs(runs / "sweeps" / "refuse")
+    good = read_certs(source)
+
+    def fresh() -> Path:
+        target = tmp_path / f"copy{len(list(tmp_path.iterdir()))}"
+        shutil.copytree(source, target)
+        return target
+
+    shards = sorted((source / "shards").glob("*.json"))
+    def rename_only(d: Path) -> None:
+        (d / "shards" / shards[0].name).rename(d / "shards" / "renamed.json")
+
+    def foreign(d: Path) -> None:
+        path = d / "shards" / shards[0].name
+        path.write_text(path.read_text().replace(json.loads(shards[0].read_text())["config_hash"], "0" * 12))
+
+    cases = [
+        (lambda d: (d / "shards" / shards[1].name).unlink(), "1 missing shard(s): 1"),
+        (lambda d: shutil.copy(d / "shards" / shards[0].name, d / "shards" / "copy-of-0.json"), "present 2 times"),
+        (rename_only, "name that is not its own"),
+        (lambda d: (d / "shards" / shards[2].name).write_text('{"format": 1, "config_ha'), "unreadable"),
+        (foreign, "foreign config 000000000000"),
+    ]
+    for damage, needle in cases:
+        target = fresh()
+        damage(target)
+        before = (target / "certificates.tsv").read_text()
+        with pytest.raises(IncompleteSweepError) as error:
+            reduce_config(target)
+        message = str(error.value)
+        assert needle in message, message
+        assert str(target) in message
+        assert (target / "certificates.tsv").read_text() == before  # results already written are kept
+    assert read_certs(source) == good
+
+
+def test_resume_recomputes_only_deleted_and_half_written_shards(trained):
+    runs = trained["runs"]
+    args = ["certify", *certify_overrides(trained, "resume", "launcher=local", "launcher.workers=1")]
+    run_cli(args, runs)
+    [config] = config_dirs(runs / "sweeps" / "resume")
+    good = read_certs(config)
+    shards = sorted((config / "shards").glob("*.json"))
+    kept = {p.name: p.stat().st_mtime_ns for p in shards[2:]}
+    shards[0].unlink()
+    shards[1].write_text(shards[1].read_text()[:100])  # what a shard killed mid-write would look like without rename
+    result = run_cli(args, runs)
+    assert f"2 of {len(shards)} shard(s) to run" in result.stderr + result.stdout
+    assert read_certs(config) == good
+    assert {p.name: p.stat().st_mtime_ns for p in shards[2:]} == kept  # finished shards were not rerun
+
+
+def test_failing_shard_is_reported_with_log_and_does_not_block_other_configs(trained, tmp_path):
+    from hydra import compose, initialize_config_dir
+
+    from audiocert import launch
+    from audiocert.status import format_status
+
+    runs = trained["runs"]
+    from audiocert.checkpoint import save_checkpoint
+
+    broken = tmp_path / "broken.pt"  # a second, different checkpoint (so a second config hash)
+    state = torch.load(trained["dir"] / "best.pt", weights_only=True)
+    save_checkpoint(broken, state | {"metrics": {**state["metrics"], "copy": 1}})
+    sweep = tmp_path / "sweep"
+    with initialize_config_dir(config_dir=str(Path(__file__).parents[1] / "conf"), version_base="1.3"):
+        cfgs = [compose("certify", overrides=certify_overrides(trained, "fail", "launcher=local",
+                                                               f"sweep.dir={sweep}", f"checkpoint={ckpt}",
+                                                               f"paths.runs_dir={runs}"))
+                for ckpt in (trained["dir"] / "best.pt", broken)]
+    entries = [launch.plan_config(cfg) for cfg in cfgs]
+    broken.write_bytes(b"not a checkpoint any more")  # the checkpoint changes after planning: its shards must fail
+    results = launch.run_local_queue(progress=False)
+    ok, failed = (results[0], results[1]) if entries[0]["config_dir"] == results[0]["config_dir"] else results[::-1]
+    assert "summary" in ok and (Path(ok["config_dir"]) / "certificates.tsv").is_file()
+    assert "error" in failed and "missing shard" in failed["error"]
+    status = format_status(sweep)
+    assert "failed" in status and "log:" in status and "changed since the sweep was planned" in status
+    failure = json.loads(next((Path(failed["config_dir"]) / "failures").glob("*.json")).read_text())
+    assert failure["log"] and Path(failure["log"]).is_file()
+
+
+def test_bad_config_values_are_named(trained):
+    runs = trained["runs"]
+    for override, needle in [("certify.n0=0", "certify.n0=0"), ("smoothing.sigma=-1", "smoothing.sigma=-1"),
+                             ("certify.alpha=0.7", "certify.alpha=0.7"),
+                             ("certify.points_per_speaker=50", "certify.points_per_speaker=50"),
+                             ("checkpoint=/nonexistent/best.pt", "/nonexistent/best.pt")]:
+        result = run_cli(["certify", *certify_overrides(trained, "bad", "launcher=debug", override)], runs,
+                         check=False)
+        assert result.returncode != 0 and needle in result.stderr, (override, result.stderr[-2000:])
+    result = run_cli(["certify", *certify_overrides(trained, "bad", "representation.stage=logmel")], runs,
+                     check=False)
+    assert result.returncode != 0 and "logmel" in result.stderr
+
+
+def test_cli_help_lists_subcommands():
+    result = run_cli(["--help"], Path("/tmp"))
+    for name in ("corpus", "train", "certify", "reduce", "status", "report", "stats", "examples", "radius-table"):
+        assert f"  {name}" in result.stdout
+    table = run_cli(["radius-table"], Path("/tmp")).stdout
+    assert "| 0.50 | 1.232 | 1.599 | 1.906 |" in table
