@@ -28,8 +28,6 @@ from audiocert.devices import resolve_device
 from audiocert.frontend import STAGES
 from audiocert.provenance import code_version
 
-CONF = OmegaConf.load
-
 
 def make_classifier(model_name: str, stage: str, device: torch.device) -> tuple[StagedClassifier, torch.Tensor]:
     model_cfg = OmegaConf.load(f"conf/model/{model_name}.yaml")
@@ -116,7 +114,8 @@ def main() -> None:
     args = parser.parse_args()
     device = resolve_device(args.device)
     rows = []
-    print(f"device {device} ({torch.cuda.get_device_name() if device.type == 'cuda' else f'{torch.get_num_threads()} threads'}), "
+    where = torch.cuda.get_device_name() if device.type == "cuda" else f"{torch.get_num_threads()} threads"
+    print(f"device {device} ({where}), "
           f"model {args.model}, batch {args.batch_size}, {args.samples} samples, code {code_version()}")
     print(f"{'stage':<9} {'certify/s':>10} {'forward/s':>10} {'reference/s':>12} {'cert/fwd':>9} {'cert/ref':>9} "
           f"{'peak MiB (cert/fwd/ref)':>25}")

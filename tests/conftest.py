@@ -53,8 +53,8 @@ def trained(tiny_corpus, tmp_path_factory) -> dict:
 
     runs = tmp_path_factory.mktemp("runs")
     overrides = tiny_overrides(tiny_corpus)
-    run_cli(["train", *overrides, "train.lr=0.003", "train.epochs=3", "train.batch_size=16", "train.validation_crops_per_speaker=6"],
-            runs)
+    run_cli(["train", *overrides, "train.lr=0.003", "train.epochs=3", "train.batch_size=16",
+             "train.validation_crops_per_speaker=6"], runs)
     out = runs / "train" / "tiny4-rescnn_small"
     return {"runs": runs, "overrides": overrides, "dir": out, "metrics": json.loads((out / "metrics.json").read_text())}
 

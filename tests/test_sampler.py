@@ -54,7 +54,8 @@ def test_noise_depends_only_on_sample_index():
     other_phase = fill_noise(torch.empty(300, 7), seed=1, example=4, phase="selection", start=0, block_size=50)
     other_example = fill_noise(torch.empty(300, 7), seed=1, example=5, phase="estimation", start=0, block_size=50)
     assert not torch.allclose(whole, other_phase) and not torch.allclose(whole, other_example)
-    assert len({block_seed(0, e, p, b) for e in range(5) for p in ("selection", "estimation") for b in range(20)}) == 200
+    seeds = {block_seed(0, e, p, b) for e in range(5) for p in ("selection", "estimation") for b in range(20)}
+    assert len(seeds) == 200
 
 
 def test_counts_invariant_to_batch_size_and_ranges():

@@ -75,7 +75,9 @@ class ResCNN(nn.Module):
         if num_filters % 16:
             raise ValueError(f"num_filters={num_filters} must be divisible by 16 (four stride-2 stages)")
         channels = (1, *widths)
-        self.stages = nn.Sequential(*(ConvResStage(channels[i], channels[i + 1], bn_momentum=bn_momentum) for i in range(4)))
+        self.stages = nn.Sequential(
+            *(ConvResStage(channels[i], channels[i + 1], bn_momentum=bn_momentum) for i in range(4))
+        )
         self.affine = nn.Linear(widths[-1] * (num_filters // 16), embedding_dim)
         self.num_classes = num_classes
         self.head = (

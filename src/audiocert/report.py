@@ -319,6 +319,7 @@ def save_figure(fig, path: Path) -> Path:
     os.close(fd)
     try:
         fig.savefig(tmp, format="png", dpi=DPI, bbox_inches="tight")
+        os.chmod(tmp, 0o644)  # mkstemp makes it private; a figure is for reading
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
@@ -326,7 +327,7 @@ def save_figure(fig, path: Path) -> Path:
     return path
 
 
-def new_figure(width: float = 8.0, height: float = 5.0):
+def new_figure(width: float = 10.5, height: float = 5.0):
     from matplotlib.figure import Figure  # no pyplot: no global backend state, Agg when saving
 
     fig = Figure(figsize=(width, height), layout="constrained")
@@ -347,28 +348,42 @@ def colours(count: int) -> list:
     return [cmap(i % 10) for i in range(count)]
 
 
+def line_widths(count: int) -> list[float]:
+    """Widest first, so that lines drawn later on top of identical ones leave them visible."""
+    return [1.5 + 2.5 * (count - 1 - i) / max(count - 1, 1) for i in range(count)]
+
+
+def finish_axes(ax) -> None:
+    ax.set_ylim(-0.02, 1.02)
+    handles, _ = ax.get_legend_handles_labels()
+    ax.legend(handles=[*handles, ceiling_legend_handle()], loc="upper left", bbox_to_anchor=(1.01, 1.0),
+              fontsize=9)
+
+
 def ceiling_legend_handle():
     from matplotlib.lines import Line2D
 
-    return Line2D([], [], color="0.3", linestyle="--", label="ceiling σ·Φ⁻¹(α^(1/n)) (same colour)")
+    return Line2D([], [], color="0.3", linestyle="--", linewidth=1.2,
+                  label="dashed: ceiling σ·Φ⁻¹(α^(1/n))\nof the line of the same colour")
 
 
 def figure_per_stage(dataset: str, stage: str, rows: Sequence[ConfigResult], path: Path) -> Path:
     fig, ax = new_figure()
     xmax = 1.1 * max(r.ceiling for r in rows)
     grid = np.linspace(0.0, xmax, 800)
-    for colour, r, label in zip(colours(len(rows)), rows, row_labels(rows), strict=True):
-        ax.plot(grid, curve(r.radii, r.correct, grid), color=colour, linewidth=2, label=label,
+    labels = row_labels(rows)
+    if len({r.n for r in rows}) > 1:
+        labels = [label if "n = " in label else f"{label}, n = {r.n}" for label, r in zip(labels, rows, strict=True)]
+    for colour, width, r, label in zip(colours(len(rows)), line_widths(len(rows)), rows, labels, strict=True):
+        ax.plot(grid, curve(r.radii, r.correct, grid), color=colour, linewidth=width, label=label,
                 drawstyle="steps-post")
         ax.axvline(r.ceiling, color=colour, linestyle="--", linewidth=1.2)
     ax.set_title(f"{dataset}: certified accuracy vs radius, smoothing at the {STAGE_NAMES.get(stage, stage)}")
     ax.set_xlabel(f"L2 radius r in {stage} space ({STAGE_UNITS.get(stage, 'stage units')})")
     ax.set_ylabel("certified accuracy (fraction of test points)")
     ax.set_xlim(0, xmax)
-    ax.set_ylim(-0.02, 1.02)
     ax.grid(True, alpha=0.4)
-    handles, _ = ax.get_legend_handles_labels()
-    ax.legend(handles=[*handles, ceiling_legend_handle()], loc="upper right", fontsize=9)
+    finish_axes(ax)
     return save_figure(fig, path)
 
 
@@ -377,8 +392,8 @@ def figure_per_sigma(dataset: str, sigma: float, rows: Sequence[ConfigResult], p
     xmax = 1.1 * max(r.ceiling for r in rows)
     grid = np.linspace(0.0, xmax, 800)
     labels = [f"{r.stage}" + (f" (n = {r.n})" if len({x.n for x in rows}) > 1 else "") for r in rows]
-    for colour, r, label in zip(colours(len(rows)), rows, labels, strict=True):
-        ax.plot(grid, curve(r.radii, r.correct, grid), color=colour, linewidth=2, label=label,
+    for colour, width, r, label in zip(colours(len(rows)), line_widths(len(rows)), rows, labels, strict=True):
+        ax.plot(grid, curve(r.radii, r.correct, grid), color=colour, linewidth=width, label=label,
                 drawstyle="steps-post")
         ax.axvline(r.ceiling, color=colour, linestyle="--", linewidth=1.2)
     ax.set_title(f"{dataset}, σ = {sigma:g}: certified accuracy by smoothing stage\n"
@@ -386,10 +401,8 @@ def figure_per_sigma(dataset: str, sigma: float, rows: Sequence[ConfigResult], p
     ax.set_xlabel("L2 radius r in the stage's own space (waveform samples / |rfft| magnitudes / z-scored features)")
     ax.set_ylabel("certified accuracy (fraction of test points)")
     ax.set_xlim(0, xmax)
-    ax.set_ylim(-0.02, 1.02)
     ax.grid(True, alpha=0.4)
-    handles, _ = ax.get_legend_handles_labels()
-    ax.legend(handles=[*handles, ceiling_legend_handle()], loc="upper right", fontsize=9)
+    finish_axes(ax)
     return save_figure(fig, path)
 
 
@@ -400,11 +413,11 @@ def figure_waveform_equivalent(dataset: str, rows: Sequence[ConfigResult], lipsc
     scale = {r.config_hash: (1.0 if r.stage == "waveform" else 1.0 / lipschitz[r.config_hash]) for r in rows}
     ceilings = [r.ceiling * scale[r.config_hash] for r in rows]
     grid = np.geomspace(min(ceilings) * 1e-2, max(ceilings) * 1.5, 800)
-    for colour, r in zip(colours(len(rows)), rows, strict=True):
+    for colour, width, r in zip(colours(len(rows)), line_widths(len(rows)), rows, strict=True):
         s = scale[r.config_hash]
         style = "-" if r.stage == "waveform" else "-."
         how = "waveform stage" if r.stage == "waveform" else f"magspec stage, r / L (L = {1 / s:.2f})"
-        ax.plot(grid, curve(r.radii * s, r.correct, grid), color=colour, linewidth=2, linestyle=style,
+        ax.plot(grid, curve(r.radii * s, r.correct, grid), color=colour, linewidth=width, linestyle=style,
                 label=f"{how}, σ = {r.sigma:g}", drawstyle="steps-post")
         ax.axvline(r.ceiling * s, color=colour, linestyle="--", linewidth=1.2)
     ax.set_xscale("log")
@@ -412,10 +425,8 @@ def figure_waveform_equivalent(dataset: str, rows: Sequence[ConfigResult], lipsc
                  fontsize=11)
     ax.set_xlabel("waveform L2 radius (samples, full scale 1; log scale)")
     ax.set_ylabel("certified accuracy (fraction of test points)")
-    ax.set_ylim(-0.02, 1.02)
     ax.grid(True, which="both", alpha=0.3)
-    handles, _ = ax.get_legend_handles_labels()
-    ax.legend(handles=[*handles, ceiling_legend_handle()], loc="upper right", fontsize=8)
+    finish_axes(ax)
     return save_figure(fig, path)
 
 
@@ -453,11 +464,11 @@ def meaning_section(r: ConfigResult, clean: Mapping[str, Any], lipschitz: Mappin
                      + ("" if raw is None else f" (median {raw:.4g})") + ".")
     elif r.stage == "magspec" and lipschitz is not None:
         L = float(lipschitz["lipschitz"])
-        text = (f"- **Waveform guarantee:** through the Lipschitz constant L = {L:.6g} of waveform -> magnitude "
+        text = (f"- **Waveform guarantee:** through the Lipschitz constant L = {L:.5f} of waveform -> magnitude "
                 f"spectrogram for {r.crop_samples:,}-sample crops (operator norm of the linear map waveform -> "
                 "complex rfft of pre-emphasized frames; |.| is 1-Lipschitz; power iteration, "
-                f"{lipschitz['iterations']} iterations, converged to {lipschitz['tol']:g} relative). A magspec "
-                "radius r covers every waveform perturbation of L2 norm below r / L")
+                f"{lipschitz['iterations']} iterations, converged to {lipschitz['tol']:g} relative; it approaches L "
+                "from below). A magspec radius r covers every waveform perturbation of L2 norm below r / L")
         if raw is not None:
             text += f": waveform radius r / L = {raw / L:.4g} (median over certified points)"
         lines.append(text + ".")
@@ -494,7 +505,7 @@ def write_report(sweep_dirs: list[Path], output: Path | None = None, radii: Sequ
     lipschitz = {r.config_hash: cached_lipschitz(output / LIPSCHITZ_CACHE, r.config.get("frontend"), r.crop_samples)
                  for r in complete if r.stage == "magspec"}
 
-    now = datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")
+    now = datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds")
     lines = ["# Certification report", "",
              f"Generated {now} by audiocert {code_version()} from {len(results)} config(s) in "
              f"{len(sweep_dirs)} sweep(s) ({len(complete)} reduced, {len(incomplete)} incomplete).", ""]
@@ -538,9 +549,10 @@ def write_report(sweep_dirs: list[Path], output: Path | None = None, radii: Sequ
         lines += [f"### {dataset}, {STAGE_NAMES.get(stage, stage)} ({stage})", "", table, ""]
         ns, alphas, n0s = sorted({r.n for r in rows}), sorted({r.alpha for r in rows}), sorted({r.n0 for r in rows})
         if len(ns) > 1 or len(alphas) > 1:
-            lines += [f"**Note:** the configs of this table differ in n ({', '.join(map(str, ns))}) and/or α "
-                      f"({', '.join(f'{a:g}' for a in alphas)}): their ceilings and confidence differ, so compare "
-                      "rows with care.", ""]
+            differ = ([f"n ({', '.join(map(str, ns))})"] if len(ns) > 1 else []) + (
+                [f"α ({', '.join(f'{a:g}' for a in alphas)})"] if len(alphas) > 1 else [])
+            lines += [f"**Note:** the configs of this table differ in {' and '.join(differ)}: their ceilings "
+                      "(and, for α, their confidence) differ, so compare rows with care.", ""]
         else:
             lines += [f"All rows: n0 = {', '.join(map(str, n0s))}, n = {ns[0]}, α = {alphas[0]:g}; radii in "
                       f"{stage} space ({STAGE_UNITS.get(stage, 'stage units')}).", ""]
@@ -554,6 +566,8 @@ def write_report(sweep_dirs: list[Path], output: Path | None = None, radii: Sequ
                               f"σ's ceiling σ·Φ⁻¹(α^(1/n)) in the same colour. Radii in {stage} space "
                               f"({STAGE_UNITS.get(stage, 'stage units')})."))
     for (dataset, sigma), rows in sorted(group_by(complete, lambda r: (r.dataset, r.sigma)).items()):
+        if len({r.stage for r in rows}) < 2:
+            continue  # one stage at this sigma: its per-stage figure already shows it
         rows = sorted(rows, key=sort_key)
         path = figure_per_sigma(dataset, sigma, rows, output / f"certified_{slug(dataset)}_sigma{sigma:g}.png")
         figures.append((path, f"{dataset}, σ = {sigma:g}: certified accuracy vs radius for each smoothing stage. "

@@ -1,0 +1,249 @@
+"""The sweep report against the sweep's own files: a real (tiny) sweep planned, sharded and reduced in-process."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from conftest import REPO
+
+from audiocert.frontend import DeepSpeakerFrontend
+from audiocert.provenance import code_version, read_json
+from audiocert.reducer import read_certificates
+from audiocert.statistics import certified_accuracy, max_certifiable_radius
+
+CROP = 4000  # 24 frames: a short crop keeps the sweep and its Lipschitz constant cheap
+# (stage, sigma, n): magspec rows differ in n, so their table must say so.
+CONFIGS = [("waveform", 0.05, 30), ("waveform", 0.25, 30), ("magspec", 0.25, 30), ("magspec", 0.5, 40),
+           ("mfbe", 0.25, 30)]
+INCOMPLETE = ("mfbe", 0.5, 30)
+
+
+def tiny_checkpoint(path: Path, speakers: list[int]) -> Path:
+    """A random-init tiny ResCNN in load_checkpoint's format, nudged so that it often predicts speaker 0."""
+    from audiocert.checkpoint import build_model, save_checkpoint
+
+    torch.manual_seed(0)
+    model_cfg = {"widths": [4, 8, 8, 16], "embedding_dim": 16, "dropout": 0.5, "bn_momentum": 0.1}
+    model = build_model(model_cfg, len(speakers))
+    with torch.no_grad():
+        model.head[1].weight.mul_(0.1)
+        model.head[1].bias.zero_()
+        model.head[1].bias[0] = 1.0
+    frontend = {"sample_rate": 16000, "frame_length": 400, "hop_length": 160, "nfft": 512, "num_filters": 64,
+                "preemphasis": 0.97, "low_hz": 0.0, "high_hz": 8000.0}
+    return save_checkpoint(path, {"model": model.state_dict(), "num_classes": len(speakers), "speakers": speakers,
+                                  "config": {"model": model_cfg, "frontend": frontend},
+                                  "metrics": {"clean_test_accuracy": 0.625}})
+
+
+def compose(name: str, overrides: list[str]):
+    from hydra import compose as hydra_compose
+    from hydra import initialize_config_dir
+
+    with initialize_config_dir(config_dir=str(REPO / "conf"), version_base="1.3"):
+        return hydra_compose(config_name=name, overrides=overrides)
+
+
+@pytest.fixture(scope="module")
+def sweep(tiny_corpus, tmp_path_factory) -> dict:
+    from audiocert.launch import config_dir_for, plan_config
+    from audiocert.shards import make_plan, write_plan
+
+    root = tmp_path_factory.mktemp("report")
+    speakers = sorted(int(p.name) for p in (tiny_corpus / "train-clean-360").iterdir() if p.is_dir())
+    checkpoint = tiny_checkpoint(root / "tiny.pt", speakers)
+    base = [f"dataset.root={tiny_corpus}", "dataset.name=tiny4", "dataset.num_classes=4", "dataset.generate=null",
+            f"dataset.crop_samples={CROP}", "dataset.test_crops_per_speaker=2", "dataset.train_crops_per_speaker=2",
+            "certify.points_per_speaker=2", "certify.n0=10", "certify.shard.samples=20", "certify.shard.examples=8",
+            f"checkpoint={checkpoint}", f"sweep.dir={root / 'sweep'}", "sweep.name=tiny", f"paths.runs_dir={root}",
+            "logger=disabled", "launcher=debug", "launcher.threads=1"]  # one thread: no OpenMP contention
+    threads = torch.get_num_threads()  # run_shards sets the process-wide count; restore it afterwards
+    dirs = {}
+    try:
+        for stage, sigma, n in CONFIGS:
+            overrides = [*base, f"representation={stage}", f"smoothing.sigma={sigma}", f"certify.n={n}"]
+            dirs[(stage, sigma)] = Path(plan_config(compose("certify", overrides))["config_dir"])
+    finally:
+        torch.set_num_threads(threads)
+    stage, sigma, n = INCOMPLETE  # planned, never run: the report must list it as incomplete
+    cfg = compose("certify", [*base, f"representation={stage}", f"smoothing.sigma={sigma}", f"certify.n={n}"])
+    plan = make_plan(cfg)
+    incomplete = config_dir_for(Path(cfg.sweep.dir), plan)
+    write_plan(plan, incomplete)
+    from audiocert.report import write_report
+
+    report = write_report([root / "sweep"])
+    return {"dir": root / "sweep", "dirs": dirs, "incomplete": incomplete, "report": report,
+            "text": report.read_text(), "checkpoint": checkpoint}
+
+
+def tables(text: str) -> dict[str, list[list[str]]]:
+    """Markdown tables under '### <dataset>, <name> (<stage>)' headings, keyed by stage."""
+    found = {}
+    for match in re.finditer(r"^### tiny4, [^\n]* \((\w+)\)\n\n((?:\|[^\n]*\n)+)", text, flags=re.M):
+        rows = [[c.strip() for c in line.strip().strip("|").split("|")] for line in match[2].strip().splitlines()]
+        found[match[1]] = rows
+    return found
+
+
+def number(cell: str) -> float:
+    return float(cell.replace("*", ""))
+
+
+def test_default_output_and_files(sweep):
+    assert sweep["report"] == sweep["dir"] / "report" / "report.md"
+    assert (sweep["dir"] / "report" / "lipschitz.json").is_file()
+
+
+def test_tables_agree_with_certificates_bold_and_ceilings(sweep):
+    text = sweep["text"]
+    found = tables(text)
+    assert set(found) == {"waveform", "magspec", "mfbe"}
+    for stage, rows in found.items():
+        header, body = rows[0], rows[2:]
+        radii = [float(h.split("=")[1]) for h in header[1:] if h.startswith("r =")]
+        assert radii == [0.01, 0.05, 0.25, 0.5, 0.75, 1.0, 1.25, 1.5]
+        k = len(radii)
+        assert header[k + 1:k + 3] == ["ceiling", "n"]
+        configs = {s: n for st, s, n in CONFIGS if st == stage}
+        assert len(body) == len(configs)
+        columns = [[] for _ in radii]
+        for row in body:
+            sigma = float(re.match(r"σ = ([\d.]+)", row[0])[1])
+            n = configs[sigma]
+            certs = read_certificates(sweep["dirs"][(stage, sigma)] / "certificates.tsv")
+            radius = np.array([c["radius"] for c in certs])
+            correct = np.array([c["correct"] for c in certs])
+            for j, r in enumerate(radii):
+                assert number(row[1 + j]) == pytest.approx(certified_accuracy(radius, correct, r), abs=5e-4)
+                columns[j].append(row[1 + j])
+            assert float(row[k + 1]) == pytest.approx(max_certifiable_radius(sigma, n, 0.001), rel=1e-3)
+            assert int(row[k + 2]) == n
+            assert int(row[k + 3]) == len(certs) == 8
+        for cells in columns:  # the best of each column bold, ties included; nothing bold when all are 0
+            values = [number(c) for c in cells]
+            bold = [c.startswith("**") for c in cells]
+            assert bold == [max(values) > 0 and v == max(values) for v in values]
+    assert "differ in n (30, 40)" in text.split("(magspec)")[1].split("###")[0]
+    assert "All rows: n0 = 10, n = 30" in text.split("(waveform)")[1].split("###")[0]
+
+
+def test_figures_exist_and_are_valid_pngs(sweep):
+    from matplotlib.image import imread
+
+    names = re.findall(r"!\[[^\]]*\]\(([^)]+\.png)\)", sweep["text"])
+    # one per stage, one per sigma certified at two or more stages (only 0.25), one in waveform space
+    assert names == ["certified_tiny4_waveform.png", "certified_tiny4_magspec.png", "certified_tiny4_mfbe.png",
+                     "certified_tiny4_sigma0.25.png", "waveform_equivalent_tiny4.png"]
+    for name in names:
+        path = sweep["report"].parent / name
+        data = path.read_bytes()
+        assert data[:8] == b"\x89PNG\r\n\x1a\n" and len(data) > 20_000, name
+        image = imread(path)
+        assert image.shape[0] > 300 and image.shape[1] > 500
+        assert f"*Figure {names.index(name) + 1}:" in sweep["text"]
+
+
+def section(text: str, stage: str, sigma: float) -> str:
+    start = text.index(f"### tiny4-{stage}-sigma{sigma:g} (")
+    return text[start:text.index("\n### ", start + 1) if "\n### " in text[start + 1:] else len(text)]
+
+
+def test_magspec_states_lipschitz_and_waveform_radius(sweep):
+    from audiocert.report import lipschitz_waveform_to_magspec
+
+    expected = lipschitz_waveform_to_magspec(DeepSpeakerFrontend(), CROP)
+    for sigma in (0.25, 0.5):
+        text = section(sweep["text"], "magspec", sigma)
+        L = float(re.search(r"Lipschitz constant L = ([\d.]+)", text)[1])
+        assert L == pytest.approx(expected, rel=1e-6)
+        raw = float(re.search(r"Raw radius:\*\* median ([\d.e+-]+)", text)[1])
+        certs = read_certificates(sweep["dirs"][("magspec", sigma)] / "certificates.tsv")
+        certified = [c["radius"] for c in certs if c["correct"] and c["radius"] > 0]
+        assert certified, "the tiny model should certify some magspec points"
+        assert raw == pytest.approx(float(np.median(certified)), rel=1e-3)
+        waveform = float(re.search(r"waveform radius r / L = ([\d.e+-]+)", text)[1])
+        assert waveform == pytest.approx(raw / L, rel=1e-3)
+        assert "SNR-equivalent" in text and "dB" in text
+
+
+def test_waveform_and_mfbe_meaning(sweep):
+    waveform = section(sweep["text"], "waveform", 0.25)
+    assert "Waveform guarantee:** direct" in waveform
+    mfbe = section(sweep["text"], "mfbe", 0.25)
+    assert "feature space only" in mfbe and "r / L" not in mfbe and "Lipschitz constant L" not in mfbe
+    for key in ("Certified object", "Perturbation location", "Gain policy", "Post-noise modification",
+                "Raw radius", "SNR-equivalent"):
+        assert key in mfbe and key in waveform
+
+
+def test_header_accuracy_and_incomplete(sweep):
+    text = sweep["text"]
+    assert code_version() in text and "Generated " in text
+    digest = read_json(sweep["dirs"][("mfbe", 0.25)] / "provenance.json")["checkpoint_digest"]
+    assert f"`{digest}`" in text and str(sweep["checkpoint"].resolve()) in text
+    for directory in sweep["dirs"].values():
+        assert read_json(directory / "plan.json")["config_hash"] in text
+    # the base classifier's clean accuracy comes from its checkpoint metrics
+    assert "| 0.6250 |" in text and "| 0.625 |" in text
+    incomplete = [line for line in text.splitlines() if line.startswith("- **incomplete**")]
+    assert len(incomplete) == 1 and "tiny4-mfbe-sigma0.5" in incomplete[0] and "not reduced" in incomplete[0]
+    assert "0/2 shards present" in incomplete[0]
+    accuracy = text.split("## Accuracy and abstentions")[1]
+    for (stage, sigma), directory in sweep["dirs"].items():
+        certs = read_certificates(directory / "certificates.tsv")
+        row = next(line for line in accuracy.splitlines() if line.startswith(f"| tiny4-{stage}-sigma{sigma:g} |"))
+        cells = [c.strip() for c in row.strip("|").split("|")]
+        assert float(cells[2]) == pytest.approx(np.mean([c["correct"] for c in certs]), abs=5e-4)
+        assert float(cells[3]) == pytest.approx(np.mean([c["predict"] == -1 for c in certs]), abs=5e-4)
+
+
+def test_rerun_uses_lipschitz_cache_and_custom_radii(sweep, tmp_path, monkeypatch):
+    import shutil
+
+    import audiocert.report as report
+
+    out = tmp_path / "out"
+    out.mkdir()
+    shutil.copy(sweep["report"].parent / "lipschitz.json", out / "lipschitz.json")
+
+    def refuse(*args, **kwargs):
+        raise AssertionError("the cached Lipschitz constant should have been used")
+
+    monkeypatch.setattr(report, "lipschitz_power_iteration", refuse)
+    path = report.write_report([sweep["dir"]], out, radii=[0.1, 0.2])
+    text = path.read_text()
+    assert path == out / "report.md" and "| r = 0.1 | r = 0.2 | ceiling |" in text
+    assert not list(out.glob(".*.tmp"))
+
+
+@pytest.fixture
+def one_thread():
+    """Small dense linear algebra runs fastest on one thread, and is not slowed down by a busy machine."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+@pytest.mark.parametrize("params", [{}, {"preemphasis": 0.0}, {"frame_length": 256, "hop_length": 100,
+                                                                  "nfft": 256}])
+def test_lipschitz_power_iteration_matches_svd(params, one_thread):
+    from audiocert.report import _stft_linear, lipschitz_waveform_to_magspec
+
+    frontend = DeepSpeakerFrontend(**params)
+    num_samples = 1000
+    columns = _stft_linear(frontend, torch.eye(num_samples, dtype=torch.float64))  # row i: A e_i
+    matrix = torch.view_as_real(columns).reshape(num_samples, -1).T
+    expected = float(torch.linalg.svdvals(matrix)[0])
+    assert lipschitz_waveform_to_magspec(frontend, num_samples, tol=1e-6) == pytest.approx(expected, rel=1e-5)
+
+
+def test_lipschitz_of_the_deep_speaker_crop_is_about_69(one_thread):
+    from audiocert.report import lipschitz_waveform_to_magspec
+
+    assert lipschitz_waveform_to_magspec(DeepSpeakerFrontend(), 25840) == pytest.approx(69.076, abs=2e-3)
