@@ -156,11 +156,11 @@ def section(text: str, stage: str, sigma: float) -> str:
 def test_magspec_states_lipschitz_and_waveform_radius(sweep):
     from audiocert.report import lipschitz_waveform_to_magspec
 
-    expected = lipschitz_waveform_to_magspec(DeepSpeakerFrontend(), CROP)
+    expected = lipschitz_waveform_to_magspec(DeepSpeakerFrontend(), CROP)  # the power-iteration estimate
     for sigma in (0.25, 0.5):
         text = section(sweep["text"], "magspec", sigma)
         L = float(re.search(r"Lipschitz constant L = ([\d.]+)", text)[1])
-        assert L == pytest.approx(expected, rel=1e-6)
+        assert L >= expected and L == pytest.approx(expected, rel=2e-3)  # a conservative upper value
         raw = float(re.search(r"Raw radius:\*\* median ([\d.e+-]+)", text)[1])
         certs = read_certificates(sweep["dirs"][("magspec", sigma)] / "certificates.tsv")
         certified = [c["radius"] for c in certs if c["correct"] and c["radius"] > 0]

@@ -20,8 +20,6 @@ discard information and gain), so mfbe gets images only.
 from __future__ import annotations
 
 import datetime
-import os
-import tempfile
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
@@ -33,7 +31,7 @@ from audiocert.checkpoint import build_frontend
 from audiocert.data import build_datasets
 from audiocert.frontend import STAGES, DeepSpeakerFrontend
 from audiocert.prepare import ensure_dataset
-from audiocert.provenance import atomic_write_text, code_version
+from audiocert.provenance import atomic_write_text, atomic_write_with, code_version
 
 STAGE_TITLES = {
     "waveform": "Waveform",
@@ -151,32 +149,13 @@ def render_magspec(frontend: DeepSpeakerFrontend, magnitude: torch.Tensor, clean
 
 
 def write_wav(path: Path, samples: np.ndarray, sample_rate: int) -> Path:
-    """32-bit float WAV (nothing clips), written to a temporary name and renamed."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    os.close(fd)
-    try:
-        sf.write(tmp, np.asarray(samples, dtype=np.float32), sample_rate, subtype="FLOAT", format="WAV")
-        os.chmod(tmp, 0o644)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    return path
+    """32-bit float WAV (nothing clips), written atomically."""
+    return atomic_write_with(path, lambda tmp: sf.write(tmp, np.asarray(samples, dtype=np.float32), sample_rate,
+                                                        subtype="FLOAT", format="WAV"))
 
 
 def save_png(fig, path: Path) -> Path:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    os.close(fd)
-    try:
-        fig.savefig(tmp, format="png", dpi=DPI, bbox_inches="tight")
-        os.chmod(tmp, 0o644)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    return path
+    return atomic_write_with(path, lambda tmp: fig.savefig(tmp, format="png", dpi=DPI, bbox_inches="tight"))
 
 
 def magnitude_db(magnitude: np.ndarray) -> np.ndarray:

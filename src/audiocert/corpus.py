@@ -40,7 +40,6 @@ import io
 import json
 import math
 import os
-import secrets
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -51,6 +50,8 @@ import soundfile as sf
 from scipy import fft as sfft
 from scipy import ndimage, signal
 from tqdm.auto import tqdm
+
+from audiocert.provenance import atomic_write_bytes
 
 __all__ = [
     "CORPUS_VERSION",
@@ -705,19 +706,6 @@ class CorpusMismatchError(FileExistsError):
     """``root`` already holds a corpus (or other data) that was not generated with these parameters."""
 
 
-def _atomic_write(path: Path, data: bytes) -> None:
-    """Write ``data`` to a unique temporary file next to ``path``, then rename it over ``path``."""
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.{secrets.token_hex(4)}.tmp")
-    # os.open with 0o666 lets the umask decide the permissions, like open() would (mkstemp forces 0o600).
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            fh.write(data)
-        os.replace(tmp, path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
-
 
 def _flac_bytes(audio: np.ndarray, sample_rate: int) -> bytes:
     buf = io.BytesIO()
@@ -839,7 +827,7 @@ def generate_corpus(root: str | Path, num_speakers: int = 10, utterances_per_spe
         )
     base.mkdir(parents=True, exist_ok=True)
     payload = (json.dumps(record, indent=2, sort_keys=True) + "\n").encode()
-    _atomic_write(partial, payload)
+    atomic_write_bytes(partial, payload)
 
     voices = voice_parameters(seed, num_speakers)
     chapters = _chapters(seed, voices, utterances_per_speaker)
@@ -862,15 +850,15 @@ def generate_corpus(root: str | Path, num_speakers: int = 10, utterances_per_spe
                     else:
                         audio, text = synthesize_utterance(voice, seed, utt_index, sample_rate, min_seconds,
                                                            max_seconds)
-                        _atomic_write(flac, _flac_bytes(audio, sample_rate))
+                        atomic_write_bytes(flac, _flac_bytes(audio, sample_rate))
                         seconds += audio.size / sample_rate
                     lines.append(f"{stem} {text}")
                     utt_index += 1
                     bar.update(1)
                 trans = cdir / f"{voice.speaker_id}-{chapter_id}.trans.txt"
-                _atomic_write(trans, ("\n".join(lines) + "\n").encode())
+                atomic_write_bytes(trans, ("\n".join(lines) + "\n").encode())
             minutes.append(seconds / 60.0)
-    _atomic_write(base / "SPEAKERS.TXT", _speakers_txt(voices, subset, minutes).encode())
-    _atomic_write(marker, payload)
+    atomic_write_bytes(base / "SPEAKERS.TXT", _speakers_txt(voices, subset, minutes).encode())
+    atomic_write_bytes(marker, payload)
     partial.unlink(missing_ok=True)
     return base

@@ -38,7 +38,6 @@ import math
 import os
 import random
 import re
-import tempfile
 import warnings
 from collections import OrderedDict
 from collections.abc import Iterable, Mapping, Sequence
@@ -51,6 +50,8 @@ import numpy as np
 import soundfile as sf
 import torch
 from torch.utils.data import Dataset
+
+from audiocert.provenance import atomic_write_text, stable_hash
 
 __all__ = [
     "AudioDataWarning",
@@ -398,9 +399,6 @@ def default_cache_dir(root: PathLike) -> Path | None:
     return None
 
 
-def _hash(obj: Any) -> str:
-    return hashlib.sha256(json.dumps(obj, sort_keys=True).encode()).hexdigest()
-
 
 @dataclass
 class _FileEntry:
@@ -515,14 +513,8 @@ def _read_cache(path: Path, key: str) -> Manifest | None:
 
 def _write_cache(path: Path, manifest: Manifest, key: str) -> None:
     """Atomic write: temp file in the same directory, then os.replace. Failures only warn."""
-    tmp = None
     try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            json.dump(manifest._to_json(key), f, separators=(",", ":"))
-        os.replace(tmp, path)
-        tmp = None
+        atomic_write_text(path, json.dumps(manifest._to_json(key), separators=(",", ":")))
         manifest.cache_path = str(path)
     except OSError as exc:
         warnings.warn(
@@ -530,12 +522,6 @@ def _write_cache(path: Path, manifest: Manifest, key: str) -> None:
             AudioDataWarning,
             stacklevel=3,
         )
-    finally:
-        if tmp is not None:
-            try:
-                os.unlink(tmp)
-            except OSError:
-                pass
 
 
 def scan_librispeech(
@@ -634,12 +620,12 @@ def scan_librispeech(
         "min_samples": min_samples,
         "sample_rate": sample_rate,
     }
-    key = _hash({**params, "fingerprint": fingerprint, "speakers_txt": spk_txt_stat})
+    key = stable_hash({**params, "fingerprint": fingerprint, "speakers_txt": spk_txt_stat}, length=64)
     cache_path: Path | None = None
     if cache_dir is not False:
         cdir = default_cache_dir(root_p) if cache_dir is None else Path(cache_dir).expanduser()
         if cdir is not None:
-            cache_path = cdir / f"manifest-{subset}-{_hash(params)[:16]}.json"
+            cache_path = cdir / f"manifest-{subset}-{stable_hash(params)}.json"
 
     manifest = _read_cache(cache_path, key) if cache_path is not None else None
     if manifest is None:

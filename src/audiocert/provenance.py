@@ -8,16 +8,19 @@ import json
 import os
 import subprocess
 import tempfile
+from collections.abc import Callable
+from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 from typing import Any
-
-import audiocert
 
 
 @functools.cache
 def code_version() -> str:
     """Package version plus the git commit of the source tree when there is one ('+dirty' if modified)."""
-    version = audiocert.__version__
+    try:
+        package = version("audiocert")
+    except PackageNotFoundError:  # running from a source tree that was not installed
+        package = "0+unknown"
     source = Path(__file__).resolve().parent
     try:
         commit = subprocess.run(
@@ -29,8 +32,8 @@ def code_version() -> str:
             capture_output=True, text=True, timeout=10, check=True,
         ).stdout.strip()
     except (OSError, subprocess.SubprocessError):
-        return version
-    return f"{version}+g{commit}{'.dirty' if dirty else ''}"
+        return package
+    return f"{package}+g{commit}{'.dirty' if dirty else ''}"
 
 
 def stable_hash(payload: Any, length: int = 12) -> str:
@@ -47,28 +50,36 @@ def file_digest(path: str | Path, length: int = 16) -> str:
     return digest.hexdigest()[:length]
 
 
-def atomic_write_bytes(path: str | Path, data: bytes) -> Path:
-    """Write to a temporary file in the same directory, fsync, then rename over ``path``.
+def atomic_write_with(path: str | Path, write: Callable[[str], None]) -> Path:
+    """Let ``write(tmp_path)`` fill a temporary file in the same directory, then rename it over ``path``.
 
-    A reader sees either the old file, or the complete new one; a writer killed mid-way leaves only a
-    ``.tmp`` file that nothing reads.
+    A reader sees either the old file or the complete new one; a writer killed mid-way leaves only a
+    ``.tmp`` file that nothing reads. Permissions follow the umask (mkstemp alone would make them private).
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    os.close(fd)
     try:
-        with os.fdopen(fd, "wb") as handle:
-            handle.write(data)
-            handle.flush()
-            os.fsync(handle.fileno())
+        write(tmp)
         umask = os.umask(0)
         os.umask(umask)
-        os.chmod(tmp, 0o666 & ~umask)  # mkstemp makes 0600; results are meant to be shared
+        os.chmod(tmp, 0o666 & ~umask)
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
     return path
+
+
+def atomic_write_bytes(path: str | Path, data: bytes) -> Path:
+    def write(tmp: str) -> None:
+        with open(tmp, "wb") as handle:
+            handle.write(data)
+            handle.flush()
+            os.fsync(handle.fileno())
+
+    return atomic_write_with(path, write)
 
 
 def atomic_write_text(path: str | Path, text: str) -> Path:

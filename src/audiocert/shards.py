@@ -238,7 +238,7 @@ def run_shard(config_dir: str | Path, plan: Mapping[str, Any], index: int,
               context: ShardContext | None = None) -> Path:
     """Compute one shard's counts and write them atomically; a shard already done is left alone."""
     path = shard_path(config_dir, plan["config_hash"], index)
-    if path.is_file() and validate_shard_file(path, plan)[0] is not None:
+    if shard_done(config_dir, plan, index):
         return path
     context = context or ShardContext(plan)
     shard = plan_shards(plan)[index]
