@@ -472,7 +472,8 @@ def meaning_section(r: ConfigResult, clean: Mapping[str, Any], lipschitz: Mappin
                 "complex rfft of pre-emphasized frames; |.| is 1-Lipschitz; power iteration, "
                 f"{lipschitz['iterations']} iterations, converged to {lipschitz['tol']:g} relative at "
                 f"{float(lipschitz['lipschitz']):.5f}, which approaches L from below, raised by {LIPSCHITZ_MARGIN:g} "
-                "relative to stay conservative). A magspec radius r covers every waveform perturbation of L2 norm below r / L")
+                "relative to stay conservative). A magspec radius r covers every waveform perturbation of L2 norm "
+                "below r / L")
         if raw is not None:
             text += f": waveform radius r / L = {raw / L:.4g} (median over certified points)"
         lines.append(text + ".")
