@@ -38,7 +38,7 @@ from audiocert.shards import (
     write_plan,
 )
 from audiocert.status import format_status, wait_for_configs
-from audiocert.tracking import log_config_run
+from audiocert.tracking import ConfigRun, log_config_run, open_config_run
 
 log = logging.getLogger(__name__)
 
@@ -63,9 +63,12 @@ class ShardWorker(submitit.helpers.Checkpointable):
     the worker moves on, so one bad shard does not hold up the others.
     """
 
-    def __call__(self, work: Sequence[tuple[str, int]], threads: int | None = None, attempts: int = 2) -> dict:
+    def __call__(self, work: Sequence[tuple[str, int]], threads: int | None = None, attempts: int = 2,
+                 progress: bool = False) -> dict:
+        from tqdm import tqdm
+
         failed = []
-        for config_dir, index in work:
+        for config_dir, index in tqdm(work, desc="shards", unit="shard", disable=not progress, dynamic_ncols=True):
             # Printed to the job's log: when it appears, submitit's signal handlers are in place.
             print(f"shard {index} of {config_dir}: started", flush=True)
             for attempt in range(1, attempts + 1):
@@ -100,10 +103,16 @@ def record_failure(config_dir: str | Path, index: int, error: BaseException) -> 
     })
 
 
-def finalize_config(config_dir: str | Path, logger_cfg: Mapping[str, Any] | None, sweep_name: str) -> dict:
-    """Reduce a config and log it to W&B; used in-process and as the dependent SLURM reducer job."""
+def finalize_config(config_dir: str | Path, logger_cfg: Mapping[str, Any] | None, sweep_name: str,
+                    run: ConfigRun | None = None) -> dict:
+    """Reduce a config and log it to W&B; used in-process and as the dependent SLURM reducer job.
+
+    ``run``: a W&B run already open (the local executor logs live progress into it); else one is opened.
+    """
     summary = reduce_config(config_dir)
-    if logger_cfg is not None:
+    if run is not None:
+        run.log_results()
+    elif logger_cfg is not None:
         log_config_run(Path(config_dir), dict(logger_cfg), sweep_name)
     return summary
 
@@ -201,6 +210,8 @@ def run_local_queue(progress: bool = True) -> list[dict[str, Any]]:
         return []
     launcher = queue[0]["launcher"]
     work = [(entry["config_dir"], i) for entry in queue for i in entry["pending"]]
+    runs = {entry["config_dir"]: open_config_run(Path(entry["config_dir"]), entry["logger"], entry["sweep_name"])
+            for entry in queue}
     if work:
         workers = max(1, min(int(launcher["workers"]), len(work)))
         folder = Path(queue[0]["sweep_dir"]) / "logs" / "local"
@@ -214,21 +225,37 @@ def run_local_queue(progress: bool = True) -> list[dict[str, Any]]:
             atomic_write_json(Path(entry["config_dir"]) / JOBS_FILE, {
                 "executor": "local", "jobs": [str(j.job_id) for j in jobs],
                 "logs": {str(j.job_id): str(j.paths.stderr) for j in jobs}, "submitted_at": time.time()})
-        wait_for_shards([Path(e["config_dir"]) for e in queue], jobs, progress=progress)
-    return [finalize_queued(entry) for entry in queue]
+        wait_for_shards([Path(e["config_dir"]) for e in queue], jobs, runs, progress=progress)
+    results = []
+    for entry in queue:
+        run = runs[entry["config_dir"]]
+        try:
+            results.append(finalize_queued(entry, run))
+        finally:
+            if run is not None:
+                run.finish()
+    return results
 
 
-def wait_for_shards(config_dirs: list[Path], jobs: list[Any], progress: bool = True) -> None:
-    """Wait for the local jobs, with a progress bar over shards done (files that validate)."""
+def wait_for_shards(config_dirs: list[Path], jobs: list[Any], runs: Mapping[str, ConfigRun | None],
+                    progress: bool = True) -> None:
+    """Wait for the local jobs: a progress bar over shards done (files that validate) with samples/s, and
+    each config's W&B run gets its progress as shards land."""
     from tqdm import tqdm
 
     plans = {d: read_json(d / PLAN_FILE) for d in config_dirs}
     total = sum(len(p["shards"]) for p in plans.values())
+    started = time.time()
     with tqdm(total=total, desc="shards done", disable=not progress, dynamic_ncols=True) as bar:
         while True:
             finished = all(job.done() for job in jobs)
-            done = sum(len(inventory(d, p).records) for d, p in plans.items())
-            bar.update(done - bar.n)
+            records = [r for d, p in plans.items() for r in inventory(d, p).records.values()]
+            fresh = sum(r["samples"] for r in records if r["finished_at"] >= started)  # this run's, not resumed
+            bar.set_postfix(samples_per_s=f"{fresh / max(time.time() - started, 1e-9):.0f}")
+            bar.update(len(records) - bar.n)
+            for run in runs.values():
+                if run is not None:
+                    run.log_progress()
             if finished:
                 break
             time.sleep(1.0)
@@ -237,10 +264,10 @@ def wait_for_shards(config_dirs: list[Path], jobs: list[Any], progress: bool = T
             log.error("local job %s failed; its log: %s", job.job_id, job.paths.stderr)
 
 
-def finalize_queued(entry: Mapping[str, Any]) -> dict[str, Any]:
+def finalize_queued(entry: Mapping[str, Any], run: ConfigRun | None = None) -> dict[str, Any]:
     config_dir = Path(entry["config_dir"])
     try:
-        summary = finalize_config(config_dir, entry["logger"], entry["sweep_name"])
+        summary = finalize_config(config_dir, entry["logger"], entry["sweep_name"], run)
         return {"config_dir": str(config_dir), "summary": summary}
     except IncompleteSweepError as error:
         log.error("%s", error)
@@ -272,7 +299,7 @@ def plan_config(cfg: DictConfig) -> dict[str, Any]:
         executor = submitit.DebugExecutor(folder=sweep_dir / "logs" / "debug")
         if pending:
             executor.submit(ShardWorker(), [(str(config_dir), i) for i in pending], cfg.launcher.get("threads"),
-                            int(cfg.launcher.attempts)).result()
+                            int(cfg.launcher.attempts), progress=True).result()
         entry["result"] = finalize_queued(entry)
     else:
         raise ValueError(f"launcher.name={kind!r}: choose slurm, local or debug")

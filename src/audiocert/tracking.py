@@ -28,55 +28,89 @@ def run_id(sweep_name: str, config_hash: str) -> str:
     return re.sub(r"[^A-Za-z0-9_-]", "-", f"{sweep_name}-{config_hash}")[:64]
 
 
-def log_config_run(config_dir: Path, logger_cfg: Mapping[str, Any], sweep_name: str) -> dict[str, Any] | None:
-    """Log a reduced config to W&B; returns what was recorded in wandb_run.json (None when disabled)."""
-    mode = logger_cfg.get("mode", "offline")
-    if mode == "disabled":
-        return None
-    if mode not in ("offline", "online"):
-        raise ValueError(f"logger.mode={mode!r}: choose offline, online or disabled")
-    import wandb
+class ConfigRun:
+    """The W&B run of one config: open it, log progress as shards land, then the results, then finish."""
 
-    plan = read_json(config_dir / PLAN_FILE)
-    summary = read_json(config_dir / "summary.json")
-    wandb_dir = Path(logger_cfg.get("dir") or config_dir.parent)  # wandb adds its own wandb/ folder
-    wandb_dir.mkdir(parents=True, exist_ok=True)
-    os.environ.setdefault("WANDB_SILENT", "true")
-    run = wandb.init(
-        project=logger_cfg.get("project", "audiocert"), entity=logger_cfg.get("entity"), dir=str(wandb_dir),
-        mode=mode, group=sweep_name, job_type="certify", name=plan["label"],
-        id=run_id(sweep_name, plan["config_hash"]), resume="allow", reinit="create_new",
-        config=plan["config"] | {"config_hash": plan["config_hash"], "code_version": plan["code_version"]},
-        tags=[summary["stage"], f"sigma={summary['sigma']:g}", summary["dataset"]],
-        settings=wandb.Settings(console="off", x_disable_stats=True),
-    )
-    try:
-        records = sorted(inventory(config_dir, plan).records.values(), key=lambda r: r["finished_at"])
-        total, started = len(plan["shards"]), min((r["finished_at"] - r["elapsed_s"] for r in records), default=0)
-        samples = 0
-        for step, record in enumerate(records, start=1):
-            samples += record["samples"]
+    def __init__(self, config_dir: Path, logger_cfg: Mapping[str, Any], sweep_name: str) -> None:
+        mode = logger_cfg.get("mode", "offline")
+        if mode not in ("offline", "online"):
+            raise ValueError(f"logger.mode={mode!r}: choose offline, online or disabled")
+        import wandb
+
+        self.wandb, self.mode, self.config_dir = wandb, mode, Path(config_dir)
+        self.plan = read_json(self.config_dir / PLAN_FILE)
+        wandb_dir = Path(logger_cfg.get("dir") or self.config_dir.parent)  # wandb adds its own wandb/ folder
+        wandb_dir.mkdir(parents=True, exist_ok=True)
+        os.environ.setdefault("WANDB_SILENT", "true")
+        quantities = self.plan["quantities"]
+        self.run = wandb.init(
+            project=logger_cfg.get("project", "audiocert"), entity=logger_cfg.get("entity"), dir=str(wandb_dir),
+            mode=mode, group=sweep_name, job_type="certify", name=self.plan["label"],
+            id=run_id(sweep_name, self.plan["config_hash"]), resume="allow", reinit="create_new",
+            config=self.plan["config"] | {"config_hash": self.plan["config_hash"],
+                                          "code_version": self.plan["code_version"]},
+            tags=[quantities["stage"], f"sigma={quantities['sigma']:g}", self.plan["config"]["dataset"]["name"]],
+            settings=wandb.Settings(console="off", x_disable_stats=True),
+        )
+        self.logged: set[int] = set()
+        self.samples = 0
+
+    def log_progress(self) -> None:
+        """Log the shards finished since the last call, in the order they finished (step = shards done)."""
+        records = inventory(self.config_dir, self.plan).records
+        new = sorted((r for i, r in records.items() if i not in self.logged), key=lambda r: r["finished_at"])
+        if not new:
+            return
+        started = min(r["finished_at"] - r["elapsed_s"] for r in records.values())
+        total = len(self.plan["shards"])
+        for record in new:
+            self.logged.add(record["index"])
+            self.samples += record["samples"]
             wall = max(record["finished_at"] - started, 1e-9)
-            run.log({"progress/shards_done": step, "progress/fraction_done": step / total,
-                     "progress/samples": samples, "progress/samples_per_s": samples / wall,
-                     "progress/wall_s": wall}, step=step)
-        with open(config_dir / "curve.csv") as handle:
+            self.run.log({"progress/shards_done": len(self.logged), "progress/fraction_done": len(self.logged) / total,
+                          "progress/samples": self.samples, "progress/samples_per_s": self.samples / wall,
+                          "progress/wall_s": wall}, step=len(self.logged))
+
+    def log_results(self) -> None:
+        """The reduced config: curve table and line plot, summary metrics at the seed's radii."""
+        self.log_progress()
+        summary = read_json(self.config_dir / "summary.json")
+        with open(self.config_dir / "curve.csv") as handle:
             rows = [[float(r["radius"]), float(r["certified_accuracy"])] for r in csv.DictReader(handle)]
-        table = wandb.Table(columns=["radius", "certified_accuracy"], data=rows)
-        run.log({"certified_accuracy_curve": wandb.plot.line(
+        table = self.wandb.Table(columns=["radius", "certified_accuracy"], data=rows)
+        self.run.log({"certified_accuracy_curve": self.wandb.plot.line(
             table, "radius", "certified_accuracy",
-            title=f"certified accuracy vs radius ({plan['label']})")}, step=len(records) + 1)
+            title=f"certified accuracy vs radius ({self.plan['label']})")}, step=len(self.logged) + 1)
         for radius, value in summary["certified_accuracy"].items():
-            run.summary[f"certified_accuracy/r={radius}"] = value
+            self.run.summary[f"certified_accuracy/r={radius}"] = value
         for key in ("smoothed_accuracy", "abstain_fraction", "predict_accuracy", "max_certifiable_radius",
                     "median_radius_certified", "median_snr_db", "samples", "shard_seconds"):
-            run.summary[key] = summary[key]
-        run_dir = Path(run.dir).parent
-        info = {"mode": mode, "run_id": run.id, "run_dir": str(run_dir), "project": run.project,
-                "sync": f"wandb sync {run_dir}" if mode == "offline" else None}
+            self.run.summary[key] = summary[key]
+
+    def finish(self) -> dict[str, Any]:
+        run_dir = Path(self.run.dir).parent
+        info = {"mode": self.mode, "run_id": self.run.id, "run_dir": str(run_dir), "project": self.run.project,
+                "sync": f"wandb sync {run_dir}" if self.mode == "offline" else None}
+        self.run.finish()
+        atomic_write_json(self.config_dir / "wandb_run.json", info)
+        if self.mode == "offline":
+            log.info("W&B offline run written to %s; upload it with `%s`", run_dir, info["sync"])
+        return info
+
+
+def open_config_run(config_dir: Path, logger_cfg: Mapping[str, Any] | None, sweep_name: str) -> ConfigRun | None:
+    if logger_cfg is None or logger_cfg.get("mode", "offline") == "disabled":
+        return None
+    return ConfigRun(config_dir, logger_cfg, sweep_name)
+
+
+def log_config_run(config_dir: Path, logger_cfg: Mapping[str, Any], sweep_name: str) -> dict[str, Any] | None:
+    """Log a reduced config to W&B in one go (the SLURM reducer job: progress replayed from the shard files)."""
+    run = open_config_run(config_dir, logger_cfg, sweep_name)
+    if run is None:
+        return None
+    try:
+        run.log_results()
     finally:
-        run.finish()
-    atomic_write_json(config_dir / "wandb_run.json", info)
-    if mode == "offline":
-        log.info("W&B offline run written to %s; upload it with `%s`", run_dir, info["sync"])
+        info = run.finish()
     return info
