@@ -41,7 +41,7 @@ def test_same_certificates_from_every_executor_and_shard_size(trained):
     run_cli(["certify", *certify_overrides(trained, "exec-debug", "launcher=debug")], runs)
     run_cli(["certify", *certify_overrides(trained, "exec-local", "launcher=local")], runs)
     run_cli(["certify", *certify_overrides(trained, "exec-shards", "launcher=debug", "certify.shard.samples=7",
-                                           "certify.shard.examples=3", "certify.batch_size=13")], runs)
+                                           "certify.shard.examples=3", "certify.batch_size=150")], runs)
     [debug] = config_dirs(runs / "sweeps" / "exec-debug")
     [local] = config_dirs(runs / "sweeps" / "exec-local")
     [other] = config_dirs(runs / "sweeps" / "exec-shards")
@@ -143,6 +143,7 @@ def test_bad_config_values_are_named(trained):
     runs = trained["runs"]
     for override, needle in [("certify.n0=0", "certify.n0=0"), ("smoothing.sigma=-1", "smoothing.sigma=-1"),
                              ("certify.alpha=0.7", "certify.alpha=0.7"),
+                             ("certify.batch_size=10", "certify.batch_size=10 is below certify.block_size=50"),
                              ("certify.points_per_speaker=50", "certify.points_per_speaker=50"),
                              ("checkpoint=/nonexistent/best.pt", "/nonexistent/best.pt")]:
         result = run_cli(["certify", *certify_overrides(trained, "bad", "launcher=debug", override)], runs,

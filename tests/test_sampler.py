@@ -81,6 +81,8 @@ def test_certify_and_predict_interface():
     assert smooth.predict(torch.zeros(5), n=200, alpha=0.001, batch_size=100) == ABSTAIN
     with pytest.raises(ValueError, match="sigma"):
         Smooth(LinearBinary(w, 0.0), 2, sigma=0.0)
+    with pytest.raises(ValueError, match="returned 2 logits, Smooth has num_classes=3"):
+        Smooth(LinearBinary(w, 0.0), 3, sigma=0.5).counts(torch.zeros(5), "estimation", 0, 10, batch_size=10)
 
 
 def soundness_run(shape: tuple[int, ...], sigma: float, certifications: int, x0: torch.Tensor | None = None,

@@ -182,7 +182,9 @@ def submit_slurm(cfg: DictConfig, config_dir: Path, plan: Mapping[str, Any], pen
         jobs += executor.map_array(ShardWorker(), chunk, [launcher.get("threads")] * len(chunk),
                                    [int(launcher.attempts)] * len(chunk))
     array_ids = sorted({str(job.job_id).split("_")[0] for job in jobs})
-    reducer = slurm_executor(launcher, folder, f"ac-reduce-{plan['config_hash'][:8]}")
+    # The reducer needs no GPU and little CPU: it must not queue behind the shards for a GPU node.
+    reducer = slurm_executor({**launcher, "gpus_per_task": 0, "cpus_per_task": 1}, folder,
+                             f"ac-reduce-{plan['config_hash'][:8]}")
     dependency = {"dependency": "afterok:" + ":".join(array_ids), "kill-on-invalid-dep": "yes"} if array_ids else {}
     reducer.update_parameters(slurm_additional_parameters={**dict(launcher.get("additional") or {}), **dependency},
                               timeout_min=30)
@@ -294,7 +296,8 @@ def plan_config(cfg: DictConfig) -> dict[str, Any]:
         elif not (config_dir / "certificates.tsv").is_file():
             finalize_config(config_dir, logger_cfg, str(cfg.sweep.name))
     elif kind == "local":
-        LOCAL_QUEUE.append(entry)
+        if all(queued["config_dir"] != entry["config_dir"] for queued in LOCAL_QUEUE):  # same config twice
+            LOCAL_QUEUE.append(entry)
     elif kind == "debug":
         executor = submitit.DebugExecutor(folder=sweep_dir / "logs" / "debug")
         if pending:

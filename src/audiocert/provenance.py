@@ -16,7 +16,11 @@ from typing import Any
 
 @functools.cache
 def code_version() -> str:
-    """Package version plus the git commit of the source tree when there is one ('+dirty' if modified)."""
+    """Package version plus the git commit of the source tree when there is one.
+
+    Uncommitted changes add '.dirty' and a hash of the diff, so two different uncommitted states never share
+    a version (shards of one are then foreign to the other).
+    """
     try:
         package = version("audiocert")
     except PackageNotFoundError:  # running from a source tree that was not installed
@@ -27,13 +31,13 @@ def code_version() -> str:
             ["git", "-C", str(source), "rev-parse", "--short=12", "HEAD"],
             capture_output=True, text=True, timeout=10, check=True,
         ).stdout.strip()
-        dirty = subprocess.run(
-            ["git", "-C", str(source), "status", "--porcelain", "--untracked-files=no", "--", "."],
-            capture_output=True, text=True, timeout=10, check=True,
-        ).stdout.strip()
+        diff = subprocess.run(
+            ["git", "-C", str(source), "diff", "HEAD", "--", "."],
+            capture_output=True, text=True, timeout=30, check=True,
+        ).stdout
     except (OSError, subprocess.SubprocessError):
         return package
-    return f"{package}+g{commit}{'.dirty' if dirty else ''}"
+    return f"{package}+g{commit}" + (f".dirty{hashlib.sha256(diff.encode()).hexdigest()[:8]}" if diff else "")
 
 
 def stable_hash(payload: Any, length: int = 12) -> str:

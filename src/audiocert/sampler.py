@@ -122,8 +122,10 @@ class Smooth:
             noisy.mul_(self.sigma).add_(x)  # x broadcast over the batch; no copy of x per sample
             with torch.autocast(x.device.type, dtype=torch.bfloat16, enabled=self.autocast_bf16):
                 logits = self.base_classifier(noisy)
-            predictions = logits.argmax(dim=1)
-            counts += torch.bincount(predictions, minlength=self.num_classes)[: self.num_classes]
+            if logits.shape[-1] != self.num_classes:  # dropping classes would shrink n and inflate the radius
+                raise ValueError(f"base classifier returned {logits.shape[-1]} logits, Smooth has "
+                                 f"num_classes={self.num_classes}")
+            counts += torch.bincount(logits.argmax(dim=1), minlength=self.num_classes)
         return counts.cpu().numpy()
 
     def certify(

@@ -62,6 +62,9 @@ def check_certify_config(cfg: DictConfig) -> None:
     for field in ("examples", "samples"):
         if int(c.shard[field]) < 1:
             raise ValueError(f"certify.shard.{field}={c.shard[field]} must be a positive integer")
+    if int(c.batch_size) < int(c.block_size):
+        raise ValueError(f"certify.batch_size={c.batch_size} is below certify.block_size={c.block_size}: "
+                         "batches hold whole noise blocks, so raise batch_size or lower block_size")
     if not 0 < float(c.alpha) < 0.5:
         raise ValueError(f"certify.alpha={c.alpha} must lie in (0, 0.5)")
     if not float(cfg.smoothing.sigma) > 0:
@@ -108,6 +111,7 @@ def certified_quantities(cfg: DictConfig) -> dict[str, Any]:
         "alpha": float(resolved["certify"]["alpha"]),
         "points_per_speaker": int(resolved["certify"]["points_per_speaker"]),
         "block_size": int(resolved["certify"]["block_size"]),
+        "bf16": bool(resolved["certify"].get("bf16", False)),  # bf16 autocast is part of the base classifier f
         "shard": resolved["certify"]["shard"],
         "seed": int(resolved["seed"]),
     }
@@ -196,8 +200,13 @@ def validate_shard_file(path: Path, plan: Mapping[str, Any]) -> tuple[dict[str, 
     classes = int(plan["config"]["dataset"]["num_classes"])
     width = {"selection": expected["selection"][1] - expected["selection"][0],
              "estimation": expected["estimation"][1] - expected["estimation"][0]}
+    for key in ("labels", "stage_norms", "dataset_indices"):
+        if not isinstance(record.get(key), list) or len(record[key]) != len(expected["examples"]):
+            return None, f"{key} does not have one entry per example"
     for phase in ("selection", "estimation"):
         counts = np.asarray(record.get(f"{phase}_counts"))
+        if counts.dtype.kind not in "iu" or (counts < 0).any():
+            return None, f"{phase} counts are not non-negative integers"
         if counts.shape != (len(expected["examples"]), classes) or (counts.sum(axis=1) != width[phase]).any():
             return None, f"{phase} counts do not add up to the shard's samples"
     return record, ""
@@ -221,6 +230,10 @@ class ShardContext:
                              "plan a new sweep (another sweep.name) for the new checkpoint")
         loaded = load_checkpoint(plan["checkpoint"], self.device)
         self.test = build_datasets(cfg.dataset).test
+        if loaded.speakers and list(loaded.speakers) != list(self.test.speakers):
+            raise ValueError(f"checkpoint {plan['checkpoint']} was trained on speakers {loaded.speakers[:10]}..., "
+                             f"but dataset {cfg.dataset.name} has {self.test.speakers[:10]}...: labels would not "
+                             "match; certify it with the dataset it was trained on")
         self.staged = StagedClassifier(loaded.frontend, cfg.representation.stage, loaded.model).eval()
         self.smooth = Smooth(self.staged, int(cfg.dataset.num_classes), float(cfg.smoothing.sigma),
                              seed=int(cfg.seed), block_size=int(cfg.certify.block_size),
