@@ -230,6 +230,11 @@ class ShardContext:
                              "plan a new sweep (another sweep.name) for the new checkpoint")
         loaded = load_checkpoint(plan["checkpoint"], self.device)
         self.test = build_datasets(cfg.dataset).test
+        planned_frontend = plan["config"].get("frontend") or {}
+        if loaded.config.get("frontend") and dict(loaded.config["frontend"]) != dict(planned_frontend):
+            raise ValueError(f"checkpoint {plan['checkpoint']} was trained with frontend {loaded.config['frontend']}, "
+                             f"but this config asks for {planned_frontend}: the certificate would describe the "
+                             "wrong frontend")
         if loaded.speakers and list(loaded.speakers) != list(self.test.speakers):
             raise ValueError(f"checkpoint {plan['checkpoint']} was trained on speakers {loaded.speakers[:10]}..., "
                              f"but dataset {cfg.dataset.name} has {self.test.speakers[:10]}...: labels would not "
