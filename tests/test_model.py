@@ -42,3 +42,21 @@ def test_time_major_reshape_matches_keras_layout():
     model.stages = torch.nn.Identity()
     with torch.no_grad():
         torch.testing.assert_close(model.embed(features), model.affine(manual))
+
+
+def test_strided_convolution_pads_like_keras_same():
+    # Keras 'same' on an even size with a 5x5 stride-2 kernel pads 1 before and 2 after. With an all-ones kernel
+    # on an all-ones input, the first output sees 4 x 4 real inputs and the last 3 x 3 (symmetric padding=2
+    # would give 9 and 16 instead).
+    conv = ResCNN(num_classes=None, widths=[1, 1, 1, 1], embedding_dim=2).stages[0].conv
+    with torch.no_grad():
+        conv.weight.fill_(1.0)
+        conv.bias.zero_()
+        out = conv(torch.ones(1, 1, 160, 64))
+    assert out.shape == (1, 1, 80, 32)
+    assert out[0, 0, 0, 0].item() == 16.0 and out[0, 0, -1, -1].item() == 9.0
+    # An odd size pads 2 on both sides, as Keras does, and keeps ceil(size / 2) outputs.
+    with torch.no_grad():
+        odd = conv(torch.ones(1, 1, 9, 7))
+    assert odd.shape == (1, 1, 5, 4)
+    assert odd[0, 0, 0, 0].item() == 9.0 and odd[0, 0, -1, -1].item() == 9.0

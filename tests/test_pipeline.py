@@ -34,6 +34,12 @@ def test_training_improves_resumes_and_checkpoint_loads_weights_only(trained):
     assert "resuming from" in result.stderr + result.stdout
     last = torch.load(trained["dir"] / "last.pt", weights_only=True)
     assert [h["epoch"] for h in last["metrics"]["history"]] == [0, 1, 2, 3, 4]
+    # The same command again finds its finished model and trains nothing more.
+    before = {p.name: p.stat().st_mtime_ns for p in trained["dir"].glob("*.pt")}
+    result = run_cli(["train", *trained["overrides"], "train.lr=0.003", "train.epochs=5", "train.batch_size=16",
+                      "train.validation_crops_per_speaker=6", "train.patience=100"], trained["runs"])
+    assert "already holds this config's trained model" in result.stderr + result.stdout
+    assert {p.name: p.stat().st_mtime_ns for p in trained["dir"].glob("*.pt")} == before
 
 
 def test_same_certificates_from_every_executor_and_shard_size(trained):
@@ -137,6 +143,17 @@ def test_failing_shard_is_reported_with_log_and_does_not_block_other_configs(tra
     assert "failed" in status and "log:" in status and "changed since the sweep was planned" in status
     failure = json.loads(next((Path(failed["config_dir"]) / "failures").glob("*.json")).read_text())
     assert failure["log"] and Path(failure["log"]).is_file()
+
+
+def test_checkpoint_of_another_architecture_is_refused(trained, tmp_path):
+    from audiocert.checkpoint import load_checkpoint, save_checkpoint
+
+    state = torch.load(trained["dir"] / "best.pt", weights_only=True)
+    assert load_checkpoint(trained["dir"] / "best.pt").speakers == state["speakers"]
+    old = tmp_path / "v1.pt"  # what an audiocert before the Keras-padding fix wrote: no architecture label
+    save_checkpoint(old, {**state, "architecture": None})
+    with pytest.raises(ValueError, match=r"v1\.pt holds a v1 \(unlabelled\) model.*Retrain"):
+        load_checkpoint(old)
 
 
 def test_bad_config_values_are_named(trained):

@@ -102,3 +102,45 @@ def test_requeued_and_preempted_shards_finish_without_double_counting(cluster, t
     assert read_certs(config) == expected[config.name]
     restarts = sorted(json.loads(p.read_text())["restart_count"] or "0" for p in (config / "shards").glob("*.json"))
     assert restarts == ["1", "1"]  # both shards were interrupted mid-way and still counted exactly once
+
+
+def test_rerun_while_queued_submits_only_what_is_missing(cluster, trained):
+    runs = trained["runs"]
+    one = ("representation=mfbe", *SWEEP[1:])  # 4 shards
+    expected = reference(trained, "slurm-held-ref", *one)
+    # Held jobs stay queued however slow the CLI is, so the reruns below meet them in the queue.
+    args = ["certify", *certify_overrides(trained, "slurm-held", "launcher=slurm", "+launcher.additional.hold=true",
+                                          *one)]
+    run_cli(args, runs)
+    [config] = config_dirs(runs / "sweeps" / "slurm-held")
+    first = json.loads((config / "jobs.json").read_text())
+    try:
+        result = run_cli(args, runs)  # everything is still queued: nothing is submitted twice
+        assert "4 shard(s) still queued or running" in result.stdout + result.stderr
+        assert "nothing new to submit" in result.stdout + result.stderr
+        assert json.loads((config / "jobs.json").read_text()) == first
+
+        # One shard's task is cancelled: the rerun submits that shard alone, and a reducer that waits for it and
+        # for the three old tasks still queued.
+        [array] = first["arrays"]
+        victim, victim_job = sorted(first["shards"].items())[1]
+        subprocess.run(["scancel", victim_job], check=True)
+        deadline = time.monotonic() + 60
+        while victim_job in subprocess.run(["squeue", "-h", "-r", "-o", "%i"], capture_output=True,
+                                           text=True).stdout.split():
+            assert time.monotonic() < deadline, f"scancel {victim_job} did not take"
+            time.sleep(0.5)
+        run_cli(args, runs)
+        second = json.loads((config / "jobs.json").read_text())
+        assert second["reducer"] != first["reducer"]
+        assert {i: j for i, j in second["shards"].items() if i != victim} == {
+            i: j for i, j in first["shards"].items() if i != victim}
+        assert second["shards"][victim].split("_")[0] != array and len(second["arrays"]) == 2
+    finally:
+        last = json.loads((config / "jobs.json").read_text())
+        subprocess.run(["scontrol", "release", *last["arrays"], last["reducer"]], capture_output=True)
+    assert wait_for_configs([config], timeout_s=300)
+    assert read_certs(config) == expected[config.name]
+    ran_in = {json.loads(p.read_text())["index"]: json.loads(p.read_text())["slurm_task"]
+              for p in (config / "shards").glob("*.json")}
+    assert {str(i): j for i, j in ran_in.items()} == second["shards"]  # each shard ran once, in its recorded task

@@ -11,7 +11,7 @@ from typing import Any
 import torch
 
 from audiocert.frontend import DeepSpeakerFrontend
-from audiocert.model import ResCNN
+from audiocert.model import ARCHITECTURE, ResCNN
 from audiocert.provenance import atomic_write_bytes
 
 
@@ -28,8 +28,9 @@ def build_frontend(frontend_cfg: Mapping[str, Any] | None = None) -> DeepSpeaker
 
 
 def save_checkpoint(path: str | Path, state: dict[str, Any]) -> Path:
+    """Write a checkpoint atomically; it is labelled with this code's model architecture unless it has a label."""
     buffer = io.BytesIO()
-    torch.save(state, buffer)
+    torch.save({"architecture": ARCHITECTURE, **state}, buffer)
     return atomic_write_bytes(path, buffer.getvalue())
 
 
@@ -54,10 +55,19 @@ def load_checkpoint(path: str | Path, device: torch.device | str = "cpu") -> Loa
     try:
         state = torch.load(path, map_location=device, weights_only=True)
         config = state["config"]
-        model = build_model(config["model"], int(state["num_classes"]))
-        model.load_state_dict(state["model"])
     except Exception as error:  # torch raises many types for a bad file; the user needs the path
         raise ValueError(f"checkpoint {path} is not an audiocert checkpoint or is corrupt: {error}") from error
+    if state.get("architecture") != ARCHITECTURE:
+        raise ValueError(
+            f"checkpoint {path} holds a {state.get('architecture') or 'v1 (unlabelled)'} model, but this audiocert "
+            f"builds {ARCHITECTURE}: its weights would compute a different function. Retrain it with "
+            "`audiocert train` (same dataset= and model=)"
+        )
+    try:
+        model = build_model(config["model"], int(state["num_classes"]))
+        model.load_state_dict(state["model"])
+    except Exception as error:
+        raise ValueError(f"checkpoint {path} does not fit the model its config describes: {error}") from error
     frontend = build_frontend(config.get("frontend"))
     return LoadedClassifier(
         model=model.to(device).eval(), frontend=frontend.to(device), config=config,

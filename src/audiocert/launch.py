@@ -168,11 +168,39 @@ def slurm_executor(launcher: Mapping[str, Any], folder: Path, name: str) -> subm
     return executor
 
 
+def queued_slurm_tasks(name: str) -> set[str]:
+    """Ids of the queued or running SLURM tasks called ``name`` (array tasks one per line, as '123_4')."""
+    out = subprocess.run(["squeue", "-h", "-r", "-n", name, "-o", "%i"], capture_output=True, text=True, timeout=30)
+    if out.returncode != 0:
+        raise RuntimeError(f"squeue failed, cannot tell which shards are already queued: {out.stderr.strip()}")
+    return {line.strip() for line in out.stdout.splitlines() if line.strip()}
+
+
 def submit_slurm(cfg: DictConfig, config_dir: Path, plan: Mapping[str, Any], pending: list[int]) -> dict:
+    """Submit the config's pending shards as job arrays and a reducer job that waits for them (afterok).
+
+    Shards of an earlier submission that are still queued or running are not submitted again: rerunning a
+    sweep while it runs adds only what is missing, and the reducer then waits for the old arrays too.
+    """
     launcher = cfg.launcher
     check_slurm_available()
     folder = Path(cfg.sweep.dir) / "logs" / "slurm"
-    executor = slurm_executor(launcher, folder, f"ac-{plan['config_hash'][:8]}")
+    name = f"ac-{plan['config_hash'][:8]}"
+    reducer_name = f"ac-reduce-{plan['config_hash'][:8]}"
+    previous = read_json(config_dir / JOBS_FILE) if (config_dir / JOBS_FILE).is_file() else {}
+    previous = previous if previous.get("executor") == "slurm" else {}
+    live_tasks = queued_slurm_tasks(name) if previous else set()
+    in_flight = {int(i): job for i, job in previous.get("shards", {}).items()
+                 if job in live_tasks and int(i) in pending}
+    old_reducer_live = bool(previous) and previous.get("reducer") in queued_slurm_tasks(reducer_name)
+    pending = [i for i in pending if i not in in_flight]
+    if in_flight:
+        log.info("%s: %d shard(s) still queued or running from an earlier submission; not submitted again",
+                 plan["label"], len(in_flight))
+    if not pending and old_reducer_live:
+        log.info("%s: nothing new to submit; reducer job %s is still waiting", plan["label"], previous["reducer"])
+        return previous
+    executor = slurm_executor(launcher, folder, name)
     per_job = int(launcher.shards_per_job)
     groups = [[(str(config_dir), i) for i in pending[k : k + per_job]] for k in range(0, len(pending), per_job)]
     limit = min(int(launcher.max_array_size), slurm_max_array_size(int(launcher.max_array_size)))
@@ -182,20 +210,27 @@ def submit_slurm(cfg: DictConfig, config_dir: Path, plan: Mapping[str, Any], pen
         jobs += executor.map_array(ShardWorker(), chunk, [launcher.get("threads")] * len(chunk),
                                    [int(launcher.attempts)] * len(chunk))
     array_ids = sorted({str(job.job_id).split("_")[0] for job in jobs})
+    # Old arrays may hold a failed task (why this shard is resubmitted): wait for their live tasks one by one.
+    depends_on = array_ids + sorted(set(in_flight.values()))
+    if old_reducer_live:  # it waits only for the old arrays; the new reducer waits for all of them
+        subprocess.run(["scancel", str(previous["reducer"])], capture_output=True, timeout=30)
     # The reducer needs no GPU and little CPU: it must not queue behind the shards for a GPU node.
-    reducer = slurm_executor({**launcher, "gpus_per_task": 0, "cpus_per_task": 1}, folder,
-                             f"ac-reduce-{plan['config_hash'][:8]}")
-    dependency = {"dependency": "afterok:" + ":".join(array_ids), "kill-on-invalid-dep": "yes"} if array_ids else {}
+    reducer = slurm_executor({**launcher, "gpus_per_task": 0, "cpus_per_task": 1}, folder, reducer_name)
+    dependency = {"dependency": "afterok:" + ":".join(depends_on), "kill-on-invalid-dep": "yes"} if depends_on else {}
     reducer.update_parameters(slurm_additional_parameters={**dict(launcher.get("additional") or {}), **dependency},
                               timeout_min=30)
     logger_cfg = OmegaConf.to_container(cfg.logger, resolve=True)
     reduce_job = reducer.submit(finalize_config, str(config_dir), logger_cfg, str(cfg.sweep.name))
-    record = {"executor": "slurm", "arrays": array_ids, "reducer": str(reduce_job.job_id),
-              "shards": {str(i): str(job.job_id) for group, job in zip(groups, jobs, strict=True) for _, i in group},
-              "logs": {str(job.job_id): str(job.paths.stderr) for job in jobs}, "submitted_at": time.time()}
+    shards = {str(i): job for i, job in in_flight.items()}
+    shards.update({str(i): str(job.job_id) for group, job in zip(groups, jobs, strict=True) for _, i in group})
+    logs = {job: path for job, path in previous.get("logs", {}).items() if job in in_flight.values()}
+    logs.update({str(job.job_id): str(job.paths.stderr) for job in jobs})
+    record = {"executor": "slurm", "arrays": sorted({job.split("_")[0] for job in shards.values()}),
+              "reducer": str(reduce_job.job_id), "shards": shards,
+              "logs": logs, "submitted_at": time.time()}
     atomic_write_json(config_dir / JOBS_FILE, record)
-    log.info("%s: %d shard(s) in array job(s) %s; reducer job %s (afterok)", plan["label"], len(pending),
-             ",".join(array_ids) or "-", reduce_job.job_id)
+    log.info("%s: %d shard(s) in array job(s) %s; reducer job %s (afterok: %s)", plan["label"], len(pending),
+             ",".join(array_ids) or "-", reduce_job.job_id, ",".join(depends_on) or "-")
     return record
 
 

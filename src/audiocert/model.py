@@ -16,6 +16,9 @@ import torch
 from torch import nn
 
 PAPER_WIDTHS: tuple[int, ...] = (64, 128, 256, 512)
+# Stored in checkpoints: weights trained under another layout (v1: torch's symmetric stride-2 padding) load
+# without error but compute something else, so loading refuses them.
+ARCHITECTURE = "deep-speaker-rescnn/v2-keras-same-padding"
 CLIP = 20.0
 
 
@@ -45,11 +48,29 @@ class IdentityBlock(nn.Module):
         return clipped_relu(y + x)
 
 
+def keras_same_padding(size: int, kernel: int, stride: int) -> tuple[int, int]:
+    """(before, after) zero padding of Keras/TensorFlow 'same': output ceil(size / stride), odd totals put the
+    extra zero after. A 5x5 stride-2 conv on an even size pads (1, 2); torch's symmetric padding=2 would shift
+    every receptive field by one and make Keras weights land off by a pixel."""
+    total = max(kernel - (size % stride or stride), 0)
+    return total // 2, total - total // 2
+
+
+class StridedSameConv2d(nn.Conv2d):
+    """A square-kernel strided convolution with Keras 'same' padding, computed from the input's size."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        (kernel, _), (stride, _) = self.kernel_size, self.stride
+        top, bottom = keras_same_padding(x.shape[-2], kernel, stride)
+        left, right = keras_same_padding(x.shape[-1], kernel, stride)
+        return super().forward(nn.functional.pad(x, (left, right, top, bottom)))
+
+
 class ConvResStage(nn.Module):
     def __init__(self, in_channels: int, out_channels: int, blocks: int = 3,
                  bn_momentum: float = KERAS_BN_MOMENTUM) -> None:
         super().__init__()
-        self.conv = nn.Conv2d(in_channels, out_channels, 5, stride=2, padding=2)
+        self.conv = StridedSameConv2d(in_channels, out_channels, 5, stride=2)
         self.bn = keras_batch_norm(out_channels, bn_momentum)
         self.blocks = nn.Sequential(*(IdentityBlock(out_channels, bn_momentum) for _ in range(blocks)))
 

@@ -58,7 +58,8 @@ def atomic_write_with(path: str | Path, write: Callable[[str], None]) -> Path:
     """Let ``write(tmp_path)`` fill a temporary file in the same directory, then rename it over ``path``.
 
     A reader sees either the old file or the complete new one; a writer killed mid-way leaves only a
-    ``.tmp`` file that nothing reads. Permissions follow the umask (mkstemp alone would make them private).
+    ``.tmp`` file that nothing reads. The data and then the directory entry are fsynced, so a crashed node
+    cannot leave a renamed but empty file. Permissions follow the umask (mkstemp alone would make them private).
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -69,19 +70,27 @@ def atomic_write_with(path: str | Path, write: Callable[[str], None]) -> Path:
         umask = os.umask(0)
         os.umask(umask)
         os.chmod(tmp, 0o666 & ~umask)
+        _fsync(tmp, os.O_RDONLY)
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
+    _fsync(path.parent, os.O_RDONLY | getattr(os, "O_DIRECTORY", 0))
     return path
+
+
+def _fsync(path: str | Path, flags: int) -> None:
+    fd = os.open(path, flags)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
 
 
 def atomic_write_bytes(path: str | Path, data: bytes) -> Path:
     def write(tmp: str) -> None:
         with open(tmp, "wb") as handle:
             handle.write(data)
-            handle.flush()
-            os.fsync(handle.fileno())
 
     return atomic_write_with(path, write)
 

@@ -280,9 +280,17 @@ def run_shard(config_dir: str | Path, plan: Mapping[str, Any], index: int,
         "stage_norms": norms, "selection_counts": selection, "estimation_counts": estimation,
         "seed": int(plan["config"]["seed"]), "samples": shard.samples, "elapsed_s": elapsed,
         "device": str(context.device), "host": socket.gethostname(), "finished_at": time.time(),
-        "slurm_job_id": os.environ.get("SLURM_JOB_ID"), "restart_count": os.environ.get("SLURM_RESTART_COUNT"),
+        "slurm_job_id": os.environ.get("SLURM_JOB_ID"), "slurm_task": slurm_task_id(),
+        "restart_count": os.environ.get("SLURM_RESTART_COUNT"),
     }
     return atomic_write_json(path, record)
+
+
+def slurm_task_id() -> str | None:
+    """The SLURM job running this process as squeue and submitit name it: '123_4' for an array task."""
+    if os.environ.get("SLURM_ARRAY_JOB_ID") and os.environ.get("SLURM_ARRAY_TASK_ID"):
+        return f"{os.environ['SLURM_ARRAY_JOB_ID']}_{os.environ['SLURM_ARRAY_TASK_ID']}"
+    return os.environ.get("SLURM_JOB_ID")
 
 
 def run_shards(work: Sequence[tuple[str, int]], threads: int | None = None, progress: bool = True) -> list[Path]:

@@ -24,7 +24,8 @@ from audiocert.checkpoint import build_frontend, build_model, save_checkpoint
 from audiocert.data import CropDataset, build_datasets
 from audiocert.devices import resolve_device
 from audiocert.frontend import STAGES, DeepSpeakerFrontend
-from audiocert.provenance import atomic_write_json, code_version
+from audiocert.model import ARCHITECTURE
+from audiocert.provenance import atomic_write_json, code_version, read_json
 
 log = logging.getLogger(__name__)
 
@@ -66,11 +67,32 @@ def evaluate(model: nn.Module, frontend: DeepSpeakerFrontend, dataset: Any, devi
     return correct / max(total, 1)
 
 
+def finished_training(output_dir: Path, resolved: dict[str, Any]) -> dict[str, Any] | None:
+    """The metrics of a finished run of exactly this config and model architecture in ``output_dir``, else None."""
+    best, metrics = output_dir / "best.pt", output_dir / "metrics.json"
+    if not (best.is_file() and metrics.is_file()):
+        return None
+    try:
+        state = torch.load(best, map_location="cpu", weights_only=True)
+    except Exception:  # an unreadable checkpoint is retrained, not trusted
+        return None
+    if state.get("architecture") != ARCHITECTURE or state.get("config") != resolved:
+        return None
+    summary = read_json(metrics)  # written last: it must be this checkpoint's, not an earlier run's
+    accuracy = state.get("metrics", {}).get("clean_test_accuracy")
+    return summary if accuracy is not None and summary.get("clean_test_accuracy") == accuracy else None
+
+
 def run_training(cfg: DictConfig, output_dir: str | Path) -> dict[str, Any]:
     """Train (or resume) the base classifier of ``cfg``; returns the metrics also written to metrics.json."""
     check_train_config(cfg)
     output_dir = Path(output_dir)
     output_dir.mkdir(parents=True, exist_ok=True)
+    resolved = OmegaConf.to_container(cfg, resolve=True)
+    if cfg.train.resume and (done := finished_training(output_dir, resolved)) is not None:
+        log.info("%s already holds this config's trained model (clean test accuracy %.4f): nothing to do; "
+                 "set train.resume=false to train it again", output_dir, done["clean_test_accuracy"])
+        return done
     torch.manual_seed(int(cfg.seed))
     if cfg.train.get("threads"):
         torch.set_num_threads(int(cfg.train.threads))
@@ -92,9 +114,12 @@ def run_training(cfg: DictConfig, output_dir: str | Path) -> dict[str, Any]:
     last, best = output_dir / "last.pt", output_dir / "best.pt"
     history: list[dict[str, float]] = []
     start_epoch, best_accuracy, stale = 0, -1.0, 0
-    resolved = OmegaConf.to_container(cfg, resolve=True)
-    if cfg.train.resume and last.is_file():
-        state = torch.load(last, map_location=device, weights_only=True)
+    state = torch.load(last, map_location=device, weights_only=True) if cfg.train.resume and last.is_file() else None
+    if state is not None and state.get("architecture") != ARCHITECTURE:
+        log.warning("%s holds a %s model, not %s: training from scratch", last,
+                    state.get("architecture") or "v1 (unlabelled)", ARCHITECTURE)
+        state = None
+    if state is not None:
         model.load_state_dict(state["model"])
         optimizer.load_state_dict(state["optimizer"])
         scheduler.load_state_dict(state["scheduler"])
