@@ -20,7 +20,7 @@ venv: $(VENV)/.installed
 demo: $(VENV)/.installed
 	@start=$$(date +%s); \
 	$(AUDIOCERT) corpus && \
-	$(AUDIOCERT) train train.max_minutes=2.5 && \
+	$(AUDIOCERT) train train.max_minutes=2.75 && \
 	$(AUDIOCERT) certify -m experiment=demo launcher=$(LAUNCHER) $(if $(filter slurm,$(LAUNCHER)),launcher.wait=true) && \
 	$(AUDIOCERT) report $(RUNS)/sweeps/demo && \
 	echo "demo finished in $$(( $$(date +%s) - start )) s; report: $(RUNS)/sweeps/demo/report/report.md"

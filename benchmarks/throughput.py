@@ -109,7 +109,7 @@ def main() -> None:
     parser.add_argument("--device", default="auto")
     parser.add_argument("--sigma", type=float, default=0.25)
     parser.add_argument("--bf16", action="store_true", help="bf16 autocast for the model (CUDA)")
-    parser.add_argument("--repeats", type=int, default=2, help="best of this many runs per measurement")
+    parser.add_argument("--repeats", type=int, default=2, help="best of this many interleaved rounds")
     parser.add_argument("--json", default=None, help="also write the results here")
     args = parser.parse_args()
     device = resolve_device(args.device)
@@ -122,10 +122,12 @@ def main() -> None:
     for stage in args.stages:
         common = dict(model_name=args.model, stage=stage, samples=args.samples, batch_size=args.batch_size,
                       device_name=args.device, sigma=args.sigma, bf16=args.bf16)
-        result = {}
-        for mode in ("certify", "forward", "reference"):
-            runs = [run(mode, **common) for _ in range(args.repeats)]
-            result[mode] = max(runs, key=lambda r: r["samples_per_s"])
+        # Rounds interleave the three modes so a machine that slows down mid-way slows them all alike.
+        runs: dict[str, list[dict]] = {"certify": [], "forward": [], "reference": []}
+        for _ in range(args.repeats):
+            for mode, results in runs.items():
+                results.append(run(mode, **common))
+        result = {mode: max(results, key=lambda r: r["samples_per_s"]) for mode, results in runs.items()}
         row = {"stage": stage, **{f"{m}_samples_per_s": r["samples_per_s"] for m, r in result.items()},
                **{f"{m}_peak_mib": r["peak_mib"] for m, r in result.items()},
                "certify_over_forward": result["certify"]["samples_per_s"] / result["forward"]["samples_per_s"],

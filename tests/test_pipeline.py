@@ -42,6 +42,23 @@ def test_training_improves_resumes_and_checkpoint_loads_weights_only(trained):
     assert {p.name: p.stat().st_mtime_ns for p in trained["dir"].glob("*.pt")} == before
 
 
+def test_time_budget_starts_no_epoch_that_would_overrun_it(trained):
+    # The first epoch always runs (nothing to judge it by); with a 60 ms budget the second would end past it.
+    result = run_cli(["train", *trained["overrides"], "run_name=budget", "train.epochs=5", "train.batch_size=16",
+                      "train.validation_crops_per_speaker=2", "train.max_minutes=0.001"], trained["runs"])
+    assert "stopping before epoch 2: it would end past the time budget" in result.stderr + result.stdout
+    metrics = json.loads((trained["runs"] / "train" / "budget" / "metrics.json").read_text())
+    assert metrics["epochs_run"] == 1
+    # A changed learning rate is another training run: last.pt is not resumed (a changed budget alone would be).
+    result = run_cli(["train", *trained["overrides"], "run_name=budget", "train.epochs=5", "train.batch_size=16",
+                      "train.validation_crops_per_speaker=2", "train.max_minutes=0.001", "train.lr=0.01"],
+                     trained["runs"])
+    output = result.stdout + result.stderr
+    assert "trained under another config (train.lr: 0.001 -> 0.01): training from scratch" in output
+    last = torch.load(trained["runs"] / "train" / "budget" / "last.pt", weights_only=True)
+    assert [h["epoch"] for h in last["metrics"]["history"]] == [0]
+
+
 def test_same_certificates_from_every_executor_and_shard_size(trained):
     runs = trained["runs"]
     run_cli(["certify", *certify_overrides(trained, "exec-debug", "launcher=debug")], runs)

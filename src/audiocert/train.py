@@ -67,6 +67,23 @@ def evaluate(model: nn.Module, frontend: DeepSpeakerFrontend, dataset: Any, devi
     return correct / max(total, 1)
 
 
+# Knobs that say how long to train, not what: a resumed run may change them.
+CONTINUATION_KEYS = frozenset({"train.epochs", "train.patience", "train.max_minutes", "train.threads", "train.resume"})
+
+
+def config_changes(old: dict[str, Any], new: dict[str, Any], prefix: str = "") -> list[str]:
+    """Dotted keys whose values differ between two resolved configs, continuation knobs left out."""
+    changed = []
+    for key in sorted(set(old) | set(new)):
+        name = f"{prefix}{key}"
+        a, b = old.get(key), new.get(key)
+        if isinstance(a, dict) and isinstance(b, dict):
+            changed += config_changes(a, b, f"{name}.")
+        elif a != b and name not in CONTINUATION_KEYS:
+            changed.append(f"{name}: {a!r} -> {b!r}")
+    return changed
+
+
 def finished_training(output_dir: Path, resolved: dict[str, Any]) -> dict[str, Any] | None:
     """The metrics of a finished run of exactly this config and model architecture in ``output_dir``, else None."""
     best, metrics = output_dir / "best.pt", output_dir / "metrics.json"
@@ -119,6 +136,9 @@ def run_training(cfg: DictConfig, output_dir: str | Path) -> dict[str, Any]:
         log.warning("%s holds a %s model, not %s: training from scratch", last,
                     state.get("architecture") or "v1 (unlabelled)", ARCHITECTURE)
         state = None
+    if state is not None and (changed := config_changes(state.get("config", {}), resolved)):
+        log.warning("%s was trained under another config (%s): training from scratch", last, ", ".join(changed))
+        state = None
     if state is not None:
         model.load_state_dict(state["model"])
         optimizer.load_state_dict(state["optimizer"])
@@ -135,14 +155,18 @@ def run_training(cfg: DictConfig, output_dir: str | Path) -> dict[str, Any]:
         }
 
     budget_s = float(cfg.train.max_minutes) * 60 if cfg.train.get("max_minutes") else math.inf
-    started = time.monotonic()
+    started, last_epoch_s = time.monotonic(), 0.0
     for epoch in range(start_epoch, int(cfg.train.epochs)):
         if stale >= int(cfg.train.patience):
             log.info("early stopping: no validation gain for %d epochs", stale)
             break
-        if time.monotonic() - started > budget_s:
-            log.info("time budget of %s min reached", cfg.train.max_minutes)
+        # The budget is a limit, not a point to overshoot by an epoch: stop when one more epoch as long as
+        # the last one would end past it.
+        if time.monotonic() - started + last_epoch_s > budget_s:
+            log.info("stopping before epoch %d: it would end past the time budget of %s min", epoch + 1,
+                     cfg.train.max_minutes)
             break
+        epoch_started = time.monotonic()
         model.train()
         bundle.train.set_epoch(epoch)
         loader = DataLoader(bundle.train, batch_size=int(cfg.train.batch_size), shuffle=True,
@@ -159,6 +183,7 @@ def run_training(cfg: DictConfig, output_dir: str | Path) -> dict[str, Any]:
             running, seen = running + loss.item() * len(label), seen + len(label)
             bar.set_postfix(loss=f"{running / seen:.3f}")
         val_accuracy = evaluate(model, frontend, validation, device, int(cfg.train.batch_size))
+        last_epoch_s = time.monotonic() - epoch_started
         scheduler.step(val_accuracy)
         improved = val_accuracy > best_accuracy
         best_accuracy, stale = (val_accuracy, 0) if improved else (best_accuracy, stale + 1)
