@@ -34,6 +34,12 @@ def save_checkpoint(path: str | Path, state: dict[str, Any]) -> Path:
     return atomic_write_bytes(path, buffer.getvalue())
 
 
+def architecture_mismatch(state: Mapping[str, Any]) -> str | None:
+    """None when ``state`` was saved by this code's model architecture, else the architecture it holds."""
+    label = state.get("architecture")
+    return None if label == ARCHITECTURE else (label or "v1 (unlabelled)")
+
+
 @dataclass
 class LoadedClassifier:
     model: ResCNN
@@ -57,9 +63,9 @@ def load_checkpoint(path: str | Path, device: torch.device | str = "cpu") -> Loa
         config = state["config"]
     except Exception as error:  # torch raises many types for a bad file; the user needs the path
         raise ValueError(f"checkpoint {path} is not an audiocert checkpoint or is corrupt: {error}") from error
-    if state.get("architecture") != ARCHITECTURE:
+    if (other := architecture_mismatch(state)) is not None:
         raise ValueError(
-            f"checkpoint {path} holds a {state.get('architecture') or 'v1 (unlabelled)'} model, but this audiocert "
+            f"checkpoint {path} holds a {other} model, but this audiocert "
             f"builds {ARCHITECTURE}: its weights would compute a different function. Retrain it with "
             "`audiocert train` (same dataset= and model=)"
         )

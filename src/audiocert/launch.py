@@ -168,9 +168,10 @@ def slurm_executor(launcher: Mapping[str, Any], folder: Path, name: str) -> subm
     return executor
 
 
-def queued_slurm_tasks(name: str) -> set[str]:
-    """Ids of the queued or running SLURM tasks called ``name`` (array tasks one per line, as '123_4')."""
-    out = subprocess.run(["squeue", "-h", "-r", "-n", name, "-o", "%i"], capture_output=True, text=True, timeout=30)
+def queued_slurm_tasks(*names: str) -> set[str]:
+    """Ids of the queued or running SLURM jobs with these names, array tasks one by one ('123_4')."""
+    out = subprocess.run(["squeue", "-h", "-r", "-n", ",".join(names), "-o", "%i"], capture_output=True, text=True,
+                         timeout=30)
     if out.returncode != 0:
         raise RuntimeError(f"squeue failed, cannot tell which shards are already queued: {out.stderr.strip()}")
     return {line.strip() for line in out.stdout.splitlines() if line.strip()}
@@ -180,7 +181,8 @@ def submit_slurm(cfg: DictConfig, config_dir: Path, plan: Mapping[str, Any], pen
     """Submit the config's pending shards as job arrays and a reducer job that waits for them (afterok).
 
     Shards of an earlier submission that are still queued or running are not submitted again: rerunning a
-    sweep while it runs adds only what is missing, and the reducer then waits for the old arrays too.
+    sweep while it runs adds only what is missing, and a new reducer waits for the new arrays and for those
+    old tasks one by one (the old reducer is cancelled).
     """
     launcher = cfg.launcher
     check_slurm_available()
@@ -189,10 +191,9 @@ def submit_slurm(cfg: DictConfig, config_dir: Path, plan: Mapping[str, Any], pen
     reducer_name = f"ac-reduce-{plan['config_hash'][:8]}"
     previous = read_json(config_dir / JOBS_FILE) if (config_dir / JOBS_FILE).is_file() else {}
     previous = previous if previous.get("executor") == "slurm" else {}
-    live_tasks = queued_slurm_tasks(name) if previous else set()
-    in_flight = {int(i): job for i, job in previous.get("shards", {}).items()
-                 if job in live_tasks and int(i) in pending}
-    old_reducer_live = bool(previous) and previous.get("reducer") in queued_slurm_tasks(reducer_name)
+    live = queued_slurm_tasks(name, reducer_name) if previous else set()
+    in_flight = {int(i): job for i, job in previous.get("shards", {}).items() if job in live and int(i) in pending}
+    old_reducer_live = previous.get("reducer") in live
     pending = [i for i in pending if i not in in_flight]
     if in_flight:
         log.info("%s: %d shard(s) still queued or running from an earlier submission; not submitted again",

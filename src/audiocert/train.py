@@ -20,7 +20,7 @@ from torch import nn
 from torch.utils.data import DataLoader
 from tqdm import tqdm
 
-from audiocert.checkpoint import build_frontend, build_model, save_checkpoint
+from audiocert.checkpoint import architecture_mismatch, build_frontend, build_model, save_checkpoint
 from audiocert.data import CropDataset, build_datasets
 from audiocert.devices import resolve_device
 from audiocert.frontend import STAGES, DeepSpeakerFrontend
@@ -93,7 +93,7 @@ def finished_training(output_dir: Path, resolved: dict[str, Any]) -> dict[str, A
         state = torch.load(best, map_location="cpu", weights_only=True)
     except Exception:  # an unreadable checkpoint is retrained, not trusted
         return None
-    if state.get("architecture") != ARCHITECTURE or state.get("config") != resolved:
+    if architecture_mismatch(state) is not None or state.get("config") != resolved:
         return None
     summary = read_json(metrics)  # written last: it must be this checkpoint's, not an earlier run's
     accuracy = state.get("metrics", {}).get("clean_test_accuracy")
@@ -132,9 +132,8 @@ def run_training(cfg: DictConfig, output_dir: str | Path) -> dict[str, Any]:
     history: list[dict[str, float]] = []
     start_epoch, best_accuracy, stale = 0, -1.0, 0
     state = torch.load(last, map_location=device, weights_only=True) if cfg.train.resume and last.is_file() else None
-    if state is not None and state.get("architecture") != ARCHITECTURE:
-        log.warning("%s holds a %s model, not %s: training from scratch", last,
-                    state.get("architecture") or "v1 (unlabelled)", ARCHITECTURE)
+    if state is not None and (other := architecture_mismatch(state)) is not None:
+        log.warning("%s holds a %s model, not %s: training from scratch", last, other, ARCHITECTURE)
         state = None
     if state is not None and (changed := config_changes(state.get("config", {}), resolved)):
         log.warning("%s was trained under another config (%s): training from scratch", last, ", ".join(changed))
