@@ -78,7 +78,7 @@ def sweep(tiny_corpus, tmp_path_factory) -> dict:
 
     report = write_report([root / "sweep"])
     return {"dir": root / "sweep", "dirs": dirs, "incomplete": incomplete, "report": report,
-            "text": report.read_text(), "checkpoint": checkpoint}
+            "text": report.read_text(), "checkpoint": checkpoint, "base": base, "speakers": speakers}
 
 
 def tables(text: str) -> dict[str, list[list[str]]]:
@@ -219,6 +219,37 @@ def test_rerun_uses_lipschitz_cache_and_custom_radii(sweep, tmp_path, monkeypatc
     text = path.read_text()
     assert path == out / "report.md" and "| r = 0.1 | r = 0.2 | ceiling |" in text
     assert not list(out.glob(".*.tmp"))
+
+
+def test_configs_of_a_retrained_checkpoint_are_superseded(sweep, tmp_path):
+    """Retraining in place changes the checkpoint's digest: the old certificates leave the tables."""
+    from audiocert.checkpoint import save_checkpoint
+    from audiocert.launch import plan_config
+    from audiocert.report import write_report
+
+    checkpoint = tiny_checkpoint(tmp_path / "model.pt", sweep["speakers"])
+    overrides = [*sweep["base"], f"checkpoint={checkpoint}", f"sweep.dir={tmp_path / 'sweep'}",
+                 "representation=mfbe", "smoothing.sigma=0.25", "certify.n=30"]
+    threads = torch.get_num_threads()
+    try:
+        old = Path(plan_config(compose("certify", overrides))["config_dir"])
+        state = torch.load(checkpoint, weights_only=True)
+        save_checkpoint(checkpoint, {**state, "metrics": {"clean_test_accuracy": 0.75}})  # "retrained"
+        new = Path(plan_config(compose("certify", overrides))["config_dir"])
+    finally:
+        torch.set_num_threads(threads)
+    assert old != new and (old / "certificates.tsv").is_file() and (new / "certificates.tsv").is_file()
+    text = write_report([tmp_path / "sweep"]).read_text()
+    [mfbe] = [t for stage, t in tables(text).items() if stage == "mfbe"]
+    assert len(mfbe) == 3  # header, separator, one row: the current model's
+    assert "(2 reduced, 0 incomplete, 1 superseded)" in text
+    [listed] = [line for line in text.splitlines() if line.startswith("- **superseded**")]
+    assert old.name[-8:] in listed and new.name[-8:] not in listed
+    assert "| 0.7500 |" in text and "superseded: the checkpoint file has changed" in text
+    accuracy = text.split("## Accuracy and abstentions")[1]
+    assert len([line for line in accuracy.splitlines() if line.startswith("| tiny4-mfbe")]) == 1
+    everything = write_report([tmp_path / "sweep"], tmp_path / "all", include_superseded=True).read_text()
+    assert len(tables(everything)["mfbe"]) == 4 and "- **superseded**" not in everything
 
 
 @pytest.fixture

@@ -120,8 +120,10 @@ def cmd_report(argv: list[str]) -> None:
     parser.add_argument("sweep_dir", type=Path, nargs="+", help="one or more sweep directories")
     parser.add_argument("--output", type=Path, default=None, help="default: SWEEP_DIR/report")
     parser.add_argument("--radii", type=float, nargs="+", default=None)
+    parser.add_argument("--include-superseded", action="store_true",
+                        help="also tabulate configs whose checkpoint file has changed since they were certified")
     args = parser.parse_args(argv)
-    print(write_report(args.sweep_dir, args.output, radii=args.radii))
+    print(write_report(args.sweep_dir, args.output, radii=args.radii, include_superseded=args.include_superseded))
 
 
 def task_stats(cfg) -> None:

@@ -254,21 +254,24 @@ def load_sweeps(sweep_dirs: Sequence[str | Path]) -> list[ConfigResult]:
 
 
 def checkpoint_clean_accuracy(path: str, expected_digest: str) -> dict[str, Any]:
-    """Clean test accuracy recorded in a checkpoint's metrics, and whether the file still has its digest."""
+    """Clean test accuracy recorded in a checkpoint's metrics, and whether the file still has its digest.
+
+    A file whose digest changed holds another model now (retrained in place): its certificates are
+    ``superseded`` and the file's accuracy is not theirs.
+    """
     p = Path(path)
     if not p.is_file():
-        return {"accuracy": None, "note": "checkpoint file not found"}
-    note = ""
+        return {"accuracy": None, "note": "checkpoint file not found", "superseded": False}
     if file_digest(p) != expected_digest:
-        note = "checkpoint file changed since certification"
+        return {"accuracy": None, "note": "superseded: the checkpoint file has changed since certification",
+                "superseded": True}
     try:
         state = torch.load(p, map_location="cpu", weights_only=True)
         accuracy = state.get("metrics", {}).get("clean_test_accuracy")
     except Exception as error:  # a corrupt checkpoint should not stop the report
-        return {"accuracy": None, "note": f"unreadable checkpoint ({error.__class__.__name__})"}
-    if accuracy is None:
-        note = (note + "; " if note else "") + "no clean_test_accuracy in its metrics"
-    return {"accuracy": None if accuracy is None else float(accuracy), "note": note}
+        return {"accuracy": None, "note": f"unreadable checkpoint ({error.__class__.__name__})", "superseded": False}
+    note = "" if accuracy is not None else "no clean_test_accuracy in its metrics"
+    return {"accuracy": None if accuracy is None else float(accuracy), "note": note, "superseded": False}
 
 
 # ----------------------------------------------------------------------------------------------------------
@@ -491,8 +494,13 @@ def meaning_section(r: ConfigResult, clean: Mapping[str, Any], lipschitz: Mappin
     return lines
 
 
-def write_report(sweep_dirs: list[Path], output: Path | None = None, radii: Sequence[float] | None = None) -> Path:
-    """Write ``report.md`` and its figures for the given sweep directories; returns the report's path."""
+def write_report(sweep_dirs: list[Path], output: Path | None = None, radii: Sequence[float] | None = None,
+                 include_superseded: bool = False) -> Path:
+    """Write ``report.md`` and its figures for the given sweep directories; returns the report's path.
+
+    Configs certified with a checkpoint file that has changed since (a model retrained in place) are listed
+    as superseded and left out of the tables and figures unless ``include_superseded``.
+    """
     sweep_dirs = [Path(d) for d in ([sweep_dirs] if isinstance(sweep_dirs, (str, Path)) else sweep_dirs)]
     if not sweep_dirs:
         raise ValueError("write_report needs at least one sweep directory")
@@ -500,20 +508,22 @@ def write_report(sweep_dirs: list[Path], output: Path | None = None, radii: Sequ
     output = Path(output) if output is not None else sweep_dirs[0] / "report"
     output.mkdir(parents=True, exist_ok=True)
     results = load_sweeps(sweep_dirs)
-    complete = sorted((r for r in results if r.complete), key=sort_key)
+    clean = {}  # (checkpoint path, digest) -> its clean accuracy and whether it is superseded
+    for r in results:
+        if (r.checkpoint, r.checkpoint_digest) not in clean:
+            clean[r.checkpoint, r.checkpoint_digest] = checkpoint_clean_accuracy(r.checkpoint, r.checkpoint_digest)
     incomplete = [r for r in results if not r.complete]
-
-    clean = {}
-    for r in complete:
-        if r.checkpoint not in clean:
-            clean[r.checkpoint] = checkpoint_clean_accuracy(r.checkpoint, r.checkpoint_digest)
+    superseded = [] if include_superseded else [
+        r for r in results if r.complete and clean[r.checkpoint, r.checkpoint_digest]["superseded"]]
+    complete = sorted((r for r in results if r.complete and all(r is not x for x in superseded)), key=sort_key)
     lipschitz = {r.config_hash: cached_lipschitz(output / LIPSCHITZ_CACHE, r.config.get("frontend"), r.crop_samples)
                  for r in complete if r.stage == "magspec"}
 
     now = datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds")
     lines = ["# Certification report", "",
              f"Generated {now} by audiocert {code_version()} from {len(results)} config(s) in "
-             f"{len(sweep_dirs)} sweep(s) ({len(complete)} reduced, {len(incomplete)} incomplete).", ""]
+             f"{len(sweep_dirs)} sweep(s) ({len(complete) + len(superseded)} reduced, {len(incomplete)} incomplete, "
+             f"{len(superseded)} superseded).", ""]
     lines += ["Sweep directories:", ""] + [f"- `{d}`" for d in sweep_dirs] + [""]
 
     # --- runs ---
@@ -530,11 +540,17 @@ def write_report(sweep_dirs: list[Path], output: Path | None = None, radii: Sequ
     lines += ["Base classifiers (clean accuracy on the test split, from the checkpoint's metrics):", "",
               "| checkpoint | digest | clean test accuracy | configs | note |", "|---|---|---|---|---|"]
     for (path, digest), rows in checkpoints.items():
-        info = clean.get(path) or checkpoint_clean_accuracy(path, digest)
-        clean.setdefault(path, info)
+        info = clean[path, digest]
         lines.append(f"| `{path}` | `{digest}` | {fmt_float(info['accuracy'], '.4f')} | {len(rows)} | "
                      f"{info['note'] or '-'} |")
     lines.append("")
+    if superseded:
+        lines += ["### Superseded configs (not in the tables or figures)", "",
+                  "Their checkpoint file has changed since they were certified, so they certify a model that is no "
+                  "longer there. `audiocert report --include-superseded` shows them anyway.", ""]
+        lines += [f"- **superseded** {r.label} (`{r.config_hash[:8]}`, checkpoint digest `{r.checkpoint_digest}`, "
+                  f"`{r.directory}`)" for r in sorted(superseded, key=sort_key)]
+        lines.append("")
     if incomplete:
         lines += ["### Incomplete configs (skipped)", ""]
         lines += [f"- **incomplete** {r.label} (`{r.config_hash[:8]}`, `{r.directory}`): {r.why_incomplete}"
@@ -601,7 +617,7 @@ def write_report(sweep_dirs: list[Path], output: Path | None = None, radii: Sequ
               "the signal before and after it, the raw radius, its SNR-equivalent 20 log10(‖x_stage‖ / r), and the "
               "waveform guarantee it implies.", ""]
     for r in complete:
-        lines += meaning_section(r, clean.get(r.checkpoint, {}), lipschitz.get(r.config_hash))
+        lines += meaning_section(r, clean[r.checkpoint, r.checkpoint_digest], lipschitz.get(r.config_hash))
 
     # --- accuracy ---
     lines += ["## Accuracy and abstentions", "",
@@ -611,7 +627,7 @@ def write_report(sweep_dirs: list[Path], output: Path | None = None, radii: Sequ
               "| config | clean accuracy (f) | smoothed accuracy | abstain | PREDICT accuracy | PREDICT abstain | "
               "points |", "|---|---|---|---|---|---|---|"]
     for r in complete:
-        info = clean.get(r.checkpoint, {})
+        info = clean[r.checkpoint, r.checkpoint_digest]
         abstain = float(np.mean(r.predict == ABSTAIN))
         if r.predictions:
             p_acc = fmt_float(float(np.mean([p[3] for p in r.predictions])), ".3f")
