@@ -513,9 +513,11 @@ def write_report(sweep_dirs: list[Path], output: Path | None = None, radii: Sequ
         if (r.checkpoint, r.checkpoint_digest) not in clean:
             clean[r.checkpoint, r.checkpoint_digest] = checkpoint_clean_accuracy(r.checkpoint, r.checkpoint_digest)
     incomplete = [r for r in results if not r.complete]
-    superseded = [] if include_superseded else [
-        r for r in results if r.complete and clean[r.checkpoint, r.checkpoint_digest]["superseded"]]
-    complete = sorted((r for r in results if r.complete and all(r is not x for x in superseded)), key=sort_key)
+    def left_out(r: ConfigResult) -> bool:
+        return not include_superseded and clean[r.checkpoint, r.checkpoint_digest]["superseded"]
+
+    superseded = [r for r in results if r.complete and left_out(r)]
+    complete = sorted((r for r in results if r.complete and not left_out(r)), key=sort_key)
     lipschitz = {r.config_hash: cached_lipschitz(output / LIPSCHITZ_CACHE, r.config.get("frontend"), r.crop_samples)
                  for r in complete if r.stage == "magspec"}
 
