@@ -152,7 +152,7 @@ def test_failing_shard_is_reported_with_log_and_does_not_block_other_configs(tra
                 for ckpt in (trained["dir"] / "best.pt", broken)]
     entries = [launch.plan_config(cfg) for cfg in cfgs]
     broken.write_bytes(b"not a checkpoint any more")  # the checkpoint changes after planning: its shards must fail
-    results = launch.run_local_queue(progress=False)
+    results = launch.finish_sweep(entries, progress=False)
     ok, failed = (results[0], results[1]) if entries[0]["config_dir"] == results[0]["config_dir"] else results[::-1]
     assert "summary" in ok and (Path(ok["config_dir"]) / "certificates.tsv").is_file()
     assert "error" in failed and "missing shard" in failed["error"]

@@ -29,8 +29,12 @@ SUBCOMMANDS: dict[str, str] = {
 }
 
 
-def hydra_app(config_name: str, task: Callable) -> Callable[[list[str]], None]:
-    """Run ``task(cfg)`` as a Hydra app on conf/<config_name>.yaml with the given overrides."""
+def hydra_app(config_name: str, task: Callable, after: Callable[[], None] | None = None
+              ) -> Callable[[list[str]], None]:
+    """Run ``task(cfg)`` as a Hydra app on conf/<config_name>.yaml with the given overrides, then ``after()``.
+
+    Hydra exits non-zero itself when a job fails; ``after`` runs outside Hydra, so its errors fail the command.
+    """
 
     def run(argv: list[str]) -> None:
         import hydra
@@ -41,6 +45,8 @@ def hydra_app(config_name: str, task: Callable) -> Callable[[list[str]], None]:
         main = hydra.main(version_base="1.3", config_path=str(CONF_DIR), config_name=config_name)(task)
         sys.argv = [f"audiocert-{config_name}", *argv]
         main()
+        if after is not None and not any(a in ("--cfg", "-c", "--help", "-h", "--info", "-i") for a in argv):
+            after()
 
     return run
 
@@ -63,10 +69,26 @@ def task_train(cfg) -> None:
           f"({metrics['train_seconds']:.0f} s); checkpoint {metrics['checkpoint']}")
 
 
-def task_certify(cfg) -> None:
+def task_certify(cfg) -> dict:
     from audiocert.launch import plan_config
 
-    plan_config(cfg)  # the launcher's waiting and reducing happen in launch.FinalizeSweep, after every config
+    return plan_config(cfg)  # collected by launch.FinalizeSweep; nothing runs before every config is planned
+
+
+def finish_certify() -> None:
+    """Run, submit or reduce what the Hydra jobs planned; exit 1 naming every config that was not certified."""
+    from audiocert.launch import FinalizeSweep, finish_sweep, report_outcomes
+
+    planned, FinalizeSweep.planned = list(FinalizeSweep.planned), []
+    if not planned:
+        raise SystemExit("audiocert certify: no config was planned (see the errors above)")
+    results = finish_sweep(planned)
+    sweep_dirs = sorted({entry["sweep_dir"] for entry in planned})
+    if not report_outcomes(results, sweep_dirs[0]):
+        failed = [r["label"] for r in results if "summary" not in r and not r.get("submitted")]
+        raise SystemExit(f"audiocert certify: {len(failed)} of {len(results)} config(s) not certified: "
+                         f"{', '.join(failed)}; the shard logs named above say why; fix it and rerun the same "
+                         "command to resume (finished shards are kept)")
 
 
 def cmd_reduce(argv: list[str]) -> None:
@@ -141,7 +163,7 @@ def task_examples(cfg) -> None:
 COMMANDS: dict[str, Callable[[list[str]], None]] = {
     "corpus": hydra_app("corpus", task_corpus),
     "train": hydra_app("train", task_train),
-    "certify": hydra_app("certify", task_certify),
+    "certify": hydra_app("certify", task_certify, finish_certify),
     "reduce": cmd_reduce,
     "status": cmd_status,
     "report": cmd_report,

@@ -1,20 +1,28 @@
 """Fanning shards out through submitit (slurm | local | debug) and finalising configs when they are done.
 
-``plan_config`` plans one Hydra job's config and hands its pending shards to the launcher:
-- slurm: job arrays (split to stay under MaxArraySize, with array parallelism), then a reducer job that
-  depends on them (afterok); submission never waits for another config.
-- local: pending shards of every config in the sweep are pooled and run by ``launcher.workers`` processes
-  of submitit's LocalExecutor once the sweep is planned (Hydra's on_multirun_end / on_run_end callback),
-  then reduced here.
-- debug: submitit's DebugExecutor, in this process, reduced at once.
+A sweep runs in two steps, so that nothing starts before every config has been checked:
+1. ``plan_config`` (one Hydra job per config): prepare data, check the config, load the checkpoint
+   (weights_only) and every certified example, write plan.json, list the pending shards. Any error fails the
+   Hydra run before a single shard runs or is submitted.
+2. ``finish_sweep`` (after Hydra returns; ``FinalizeSweep`` collects the jobs' results through Hydra's
+   callback API) hands the pending shards to the launcher:
+   - slurm: job arrays (split to stay under MaxArraySize, with array parallelism), then a reducer job per
+     config that depends on them (afterok);
+   - local: pending shards of every config are pooled and run by ``launcher.workers`` processes of
+     submitit's LocalExecutor, then reduced here;
+   - debug: submitit's DebugExecutor, in this process, then reduced.
+   It returns one outcome per config; ``audiocert certify`` exits non-zero when any config is not certified.
 Shards already done (their counts file validates) are never submitted again, so rerunning a sweep resumes it.
 """
 
 from __future__ import annotations
 
 import logging
+import os
 import shutil
+import socket
 import subprocess
+import threading
 import time
 import traceback
 from collections.abc import Mapping, Sequence
@@ -22,22 +30,15 @@ from pathlib import Path
 from typing import Any
 
 import submitit
+from hydra.core.utils import JobReturn, JobStatus
 from hydra.experimental.callback import Callback
 from omegaconf import DictConfig, OmegaConf
 
 from audiocert.prepare import ensure_dataset
-from audiocert.provenance import atomic_write_json, read_json
-from audiocert.reducer import IncompleteSweepError, inventory, reduce_config
-from audiocert.shards import (
-    PLAN_FILE,
-    config_label,
-    make_plan,
-    plan_shards,
-    run_shards,
-    shard_done,
-    write_plan,
-)
-from audiocert.status import format_status, wait_for_configs
+from audiocert.provenance import atomic_write_json, check_safe_name, read_json
+from audiocert.reducer import inventory, reduce_config
+from audiocert.shards import config_label, make_plan, plan_shards, read_plan, run_shards, shard_done, write_plan
+from audiocert.status import failure_summary, format_status, process_start_time, wait_for_configs
 from audiocert.tracking import ConfigRun, log_config_run, open_config_run
 
 log = logging.getLogger(__name__)
@@ -47,11 +48,26 @@ JOBS_FILE = "jobs.json"
 
 
 def config_dir_for(sweep_dir: Path, plan: Mapping[str, Any]) -> Path:
-    return sweep_dir / f"{plan['label']}-{plan['config_hash'][:8]}"
+    return sweep_dir / f"{check_safe_name(plan['label'], 'label')}-{plan['config_hash'][:8]}"
 
 
 def pending_shards(config_dir: Path, plan: Mapping[str, Any]) -> list[int]:
     return [s.index for s in plan_shards(plan) if not shard_done(config_dir, plan, s.index)]
+
+
+def watch_parent(pid: int, start_time: float | None, poll_s: float = 1.0) -> None:
+    """End this process when the process ``pid`` (the `audiocert certify` that started it) is gone.
+
+    Local workers run under submitit's controller, which outlives its parent by design; without this, killing
+    `audiocert certify` would leave workers computing for nobody. Atomic writes make stopping at any point safe.
+    """
+    def watch() -> None:
+        while process_start_time(pid) == start_time and start_time is not None:
+            time.sleep(poll_s)
+        print(f"the audiocert process {pid} that started this worker is gone: stopping", flush=True)
+        os._exit(3)
+
+    threading.Thread(target=watch, name="watch-parent", daemon=True).start()
 
 
 class ShardWorker(submitit.helpers.Checkpointable):
@@ -60,13 +76,16 @@ class ShardWorker(submitit.helpers.Checkpointable):
     Checkpointable: on preemption or timeout submitit requeues the same call; shards finished before are
     skipped (their files validate) and an interrupted shard restarts from its first sample, so nothing is
     counted twice. A shard that fails ``attempts`` times is recorded under failures/ with its log path and
-    the worker moves on, so one bad shard does not hold up the others.
+    the worker moves on, so one bad shard does not hold up the others. ``parent``: (pid, start time) of a
+    local `audiocert certify`; the worker stops when that process is gone.
     """
 
     def __call__(self, work: Sequence[tuple[str, int]], threads: int | None = None, attempts: int = 2,
-                 progress: bool = False) -> dict:
+                 progress: bool = False, parent: tuple[int, float | None] | None = None) -> dict:
         from tqdm import tqdm
 
+        if parent is not None:
+            watch_parent(*parent)
         failed = []
         for config_dir, index in tqdm(work, desc="shards", unit="shard", disable=not progress, dynamic_ncols=True):
             # Printed to the job's log: when it appears, submitit's signal handlers are in place.
@@ -80,9 +99,10 @@ class ShardWorker(submitit.helpers.Checkpointable):
                     log.exception("shard %s of %s failed (attempt %d/%d)", index, config_dir, attempt, attempts)
                     if attempt == attempts:
                         record_failure(config_dir, index, error)
-                        failed.append((config_dir, index))
+                        failed.append((config_dir, index, f"{error.__class__.__name__}: {error}"))
         if failed:
-            raise RuntimeError(f"{len(failed)} shard(s) failed: {failed}; see failures/ in their config dirs")
+            raise RuntimeError(f"{len(failed)} shard(s) failed: " + "; ".join(
+                f"shard {i} of {d}: {e}" for d, i, e in failed))
         return {"shards": len(work)}
 
 
@@ -97,10 +117,14 @@ def record_failure(config_dir: str | Path, index: int, error: BaseException) -> 
         log_path, job_id = str(env.paths.stderr).replace("%j", env.job_id), env.job_id
     except RuntimeError:  # not inside a submitit job
         job_id = None
-    atomic_write_json(failure_path(config_dir, index), {
-        "shard": index, "error": f"{error.__class__.__name__}: {error}", "traceback": traceback.format_exc(),
-        "log": log_path, "job_id": job_id, "time": time.time(),
-    })
+    try:
+        atomic_write_json(failure_path(config_dir, index), {
+            "shard": index, "error": f"{error.__class__.__name__}: {error}", "traceback": traceback.format_exc(),
+            "log": log_path, "job_id": job_id, "time": time.time(),
+        })
+    except OSError as write_error:  # a full or read-only disk: the log and the exit status still tell
+        log.error("shard %s of %s failed (%s) and its failure record could not be written either: %s",
+                  index, config_dir, error, write_error)
 
 
 def finalize_config(config_dir: str | Path, logger_cfg: Mapping[str, Any] | None, sweep_name: str,
@@ -141,7 +165,10 @@ def check_slurm_available() -> None:
             "launcher=slurm but `sbatch` is not on PATH: run on a SLURM login node, start the test cluster with "
             "`sudo bash slurm/cluster.sh start`, or use launcher=local"
         )
-    probe = subprocess.run(["sinfo", "-h", "-o", "%P %a"], capture_output=True, text=True, timeout=30)
+    try:
+        probe = subprocess.run(["sinfo", "-h", "-o", "%P %a"], capture_output=True, text=True, timeout=30)
+    except (OSError, subprocess.SubprocessError) as error:
+        raise RuntimeError(f"launcher=slurm but the cluster does not answer (sinfo: {error})") from None
     if probe.returncode != 0:
         raise RuntimeError(f"launcher=slurm but the cluster does not answer (sinfo: {probe.stderr.strip()})")
 
@@ -235,44 +262,43 @@ def submit_slurm(cfg: DictConfig, config_dir: Path, plan: Mapping[str, Any], pen
     return record
 
 
-# Shards of local sweeps wait here until the whole sweep is planned (Hydra runs its jobs in this process).
-LOCAL_QUEUE: list[dict[str, Any]] = []
-# Config directories of this process's SLURM submissions, for launcher.wait=true.
-SLURM_SUBMITTED: list[Path] = []
+def run_local(entries: Sequence[Mapping[str, Any]], progress: bool = True) -> list[dict[str, Any]]:
+    """Run every config's pending shards on LocalExecutor workers, then reduce each config.
 
-
-def run_local_queue(progress: bool = True) -> list[dict[str, Any]]:
-    """Run every queued config's pending shards on LocalExecutor workers, then reduce each config."""
-    queue, LOCAL_QUEUE[:] = list(LOCAL_QUEUE), []
-    if not queue:
-        return []
-    launcher = queue[0]["launcher"]
-    work = [(entry["config_dir"], i) for entry in queue for i in entry["pending"]]
+    If this process is interrupted or killed, its workers stop too (``watch_parent``); shards already written
+    stay valid and a rerun resumes from them.
+    """
+    launcher = entries[0]["launcher"]
+    work = [(entry["config_dir"], i) for entry in entries for i in entry["pending"]]
     runs = {entry["config_dir"]: open_config_run(Path(entry["config_dir"]), entry["logger"], entry["sweep_name"])
-            for entry in queue}
-    if work:
-        workers = max(1, min(int(launcher["workers"]), len(work)))
-        folder = Path(queue[0]["sweep_dir"]) / "logs" / "local"
-        executor = submitit.LocalExecutor(folder=folder)
-        executor.update_parameters(timeout_min=int(launcher["time_min"]))
-        # Round-robin so every worker gets a mix of configs and shards finish across the sweep evenly.
-        portions = [work[w::workers] for w in range(workers)]
-        jobs = [executor.submit(ShardWorker(), portion, launcher.get("threads"), int(launcher["attempts"]))
-                for portion in portions]
-        for entry in queue:
-            atomic_write_json(Path(entry["config_dir"]) / JOBS_FILE, {
-                "executor": "local", "jobs": [str(j.job_id) for j in jobs],
-                "logs": {str(j.job_id): str(j.paths.stderr) for j in jobs}, "submitted_at": time.time()})
-        wait_for_shards([Path(e["config_dir"]) for e in queue], jobs, runs, progress=progress)
-    results = []
-    for entry in queue:
-        run = runs[entry["config_dir"]]
-        try:
-            results.append(finalize_queued(entry, run))
-        finally:
+            for entry in entries}
+    try:
+        if work:
+            workers = max(1, min(int(launcher["workers"]), len(work)))
+            folder = Path(entries[0]["sweep_dir"]) / "logs" / "local"
+            executor = submitit.LocalExecutor(folder=folder)
+            executor.update_parameters(timeout_min=int(launcher["time_min"]))
+            parent = (os.getpid(), process_start_time(os.getpid()))
+            # Round-robin so every worker gets a mix of configs and shards finish across the sweep evenly.
+            portions = [work[w::workers] for w in range(workers)]
+            jobs = [executor.submit(ShardWorker(), portion, launcher.get("threads"), int(launcher["attempts"]),
+                                    False, parent) for portion in portions]
+            try:
+                record = {"executor": "local", "jobs": [str(j.job_id) for j in jobs], "host": socket.gethostname(),
+                          "parent_pid": parent[0], "parent_start": parent[1],
+                          "logs": {str(j.job_id): str(j.paths.stderr) for j in jobs}, "submitted_at": time.time()}
+                for entry in entries:
+                    atomic_write_json(Path(entry["config_dir"]) / JOBS_FILE, record)
+                wait_for_shards([Path(e["config_dir"]) for e in entries], jobs, runs, progress=progress)
+            except BaseException:  # interrupted or failed while waiting: leave no worker behind
+                for job in jobs:
+                    job.cancel(check=False)
+                raise
+        return [finalize_entry(entry, runs[entry["config_dir"]]) for entry in entries]
+    finally:
+        for run in runs.values():
             if run is not None:
                 run.finish()
-    return results
 
 
 def wait_for_shards(config_dirs: list[Path], jobs: list[Any], runs: Mapping[str, ConfigRun | None],
@@ -281,7 +307,7 @@ def wait_for_shards(config_dirs: list[Path], jobs: list[Any], runs: Mapping[str,
     each config's W&B run gets its progress as shards land."""
     from tqdm import tqdm
 
-    plans = {d: read_json(d / PLAN_FILE) for d in config_dirs}
+    plans = {d: read_plan(d) for d in config_dirs}
     total = sum(len(p["shards"]) for p in plans.values())
     started = time.time()
     with tqdm(total=total, desc="shards done", disable=not progress, dynamic_ncols=True) as bar:
@@ -298,79 +324,155 @@ def wait_for_shards(config_dirs: list[Path], jobs: list[Any], runs: Mapping[str,
                 break
             time.sleep(1.0)
     for job in jobs:
-        if job.exception() is not None:
-            log.error("local job %s failed; its log: %s", job.job_id, job.paths.stderr)
+        try:
+            error = job.exception()
+        except Exception as unreadable:  # no result file: killed, or its disk is full
+            error = unreadable
+        if error is not None:
+            log.error("local job %s failed (%s); its log: %s", job.job_id, str(error).strip().splitlines()[-1:],
+                      job.paths.stderr)
 
 
-def finalize_queued(entry: Mapping[str, Any], run: ConfigRun | None = None) -> dict[str, Any]:
+def finalize_entry(entry: Mapping[str, Any], run: ConfigRun | None = None) -> dict[str, Any]:
+    """Reduce one config and log it; any failure becomes this config's outcome, never another config's."""
     config_dir = Path(entry["config_dir"])
     try:
         summary = finalize_config(config_dir, entry["logger"], entry["sweep_name"], run)
-        return {"config_dir": str(config_dir), "summary": summary}
-    except IncompleteSweepError as error:
+        return {"config_dir": str(config_dir), "label": entry["label"], "summary": summary}
+    except Exception as error:  # an incomplete sweep, a full disk, a damaged file: named, and the others go on
         log.error("%s", error)
-        return {"config_dir": str(config_dir), "error": str(error)}
+        return {"config_dir": str(config_dir), "label": entry["label"], "error": f"{error}"}
 
 
 def plan_config(cfg: DictConfig) -> dict[str, Any]:
-    """One Hydra job: prepare data, plan the config, and hand its pending shards to the launcher."""
+    """One Hydra job: prepare data, check and plan the config, list its pending shards. Runs nothing.
+
+    Everything that could stop the work (dataset, speakers, checkpoint, audio, values, an absent cluster)
+    fails here, before ``finish_sweep`` starts or submits anything.
+    """
+    kind = cfg.launcher.name
+    if kind not in ("slurm", "local", "debug"):
+        raise ValueError(f"launcher.name={kind!r}: choose slurm, local or debug")
+    if kind == "slurm":
+        check_slurm_available()
     ensure_dataset(cfg.dataset)
     sweep_dir = Path(cfg.sweep.dir)
     plan = make_plan(cfg)
     config_dir = config_dir_for(sweep_dir, plan)
     plan = write_plan(plan, config_dir)
     pending = pending_shards(config_dir, plan)
-    kind = cfg.launcher.name
     log.info("%s -> %s: %d of %d shard(s) to run", config_label(cfg), config_dir, len(pending), len(plan["shards"]))
-    logger_cfg = OmegaConf.to_container(cfg.logger, resolve=True)
-    entry = {"config_dir": str(config_dir), "pending": pending, "launcher": OmegaConf.to_container(cfg.launcher),
-             "sweep_dir": str(sweep_dir), "logger": logger_cfg, "sweep_name": str(cfg.sweep.name)}
-    if kind == "slurm":
-        SLURM_SUBMITTED.append(config_dir)
-        if pending:
-            submit_slurm(cfg, config_dir, plan, pending)
-        elif not (config_dir / "certificates.tsv").is_file():
-            finalize_config(config_dir, logger_cfg, str(cfg.sweep.name))
-    elif kind == "local":
-        if all(queued["config_dir"] != entry["config_dir"] for queued in LOCAL_QUEUE):  # same config twice
-            LOCAL_QUEUE.append(entry)
-    elif kind == "debug":
-        executor = submitit.DebugExecutor(folder=sweep_dir / "logs" / "debug")
-        if pending:
-            executor.submit(ShardWorker(), [(str(config_dir), i) for i in pending], cfg.launcher.get("threads"),
-                            int(cfg.launcher.attempts), progress=True).result()
-        entry["result"] = finalize_queued(entry)
-    else:
-        raise ValueError(f"launcher.name={kind!r}: choose slurm, local or debug")
-    return entry
+    return {"config_dir": str(config_dir), "label": plan["label"], "pending": pending, "kind": kind,
+            "launcher": OmegaConf.to_container(cfg.launcher, resolve=True), "sweep_dir": str(sweep_dir),
+            "logger": OmegaConf.to_container(cfg.logger, resolve=True), "sweep_name": str(cfg.sweep.name),
+            "config": OmegaConf.to_container(cfg, resolve=True)}
+
+
+def finish_sweep(entries: Sequence[Mapping[str, Any]], progress: bool = True) -> list[dict[str, Any]]:
+    """Run, submit or reduce the planned configs; one outcome per config: 'summary', 'submitted' or 'error'."""
+    unique = list({e["config_dir"]: e for e in entries}.values())  # the same config twice in a sweep runs once
+    if not unique:
+        return []
+    kinds = {e["kind"] for e in unique}
+    if len(kinds) != 1:
+        raise ValueError(f"one sweep, one launcher: got {sorted(kinds)}")
+    kind = kinds.pop()
+    if kind == "local":
+        return run_local(unique, progress=progress)
+    if kind == "debug":
+        results = []
+        for entry in unique:
+            atomic_write_json(Path(entry["config_dir"]) / JOBS_FILE, {
+                "executor": "debug", "host": socket.gethostname(), "parent_pid": os.getpid(),
+                "parent_start": process_start_time(os.getpid()), "submitted_at": time.time()})
+            if entry["pending"]:
+                executor = submitit.DebugExecutor(folder=Path(entry["sweep_dir"]) / "logs" / "debug")
+                job = executor.submit(ShardWorker(), [(entry["config_dir"], i) for i in entry["pending"]],
+                                      entry["launcher"].get("threads"), int(entry["launcher"]["attempts"]), progress)
+                try:
+                    job.result()
+                except Exception as error:  # recorded under failures/; the reducer names what is missing
+                    log.error("%s", error)
+            results.append(finalize_entry(entry))
+        return results
+    return finish_slurm(unique)
+
+
+def finish_slurm(entries: Sequence[Mapping[str, Any]]) -> list[dict[str, Any]]:
+    results = []
+    for entry in entries:
+        cfg, config_dir = OmegaConf.create(entry["config"]), Path(entry["config_dir"])
+        try:
+            if entry["pending"]:
+                submit_slurm(cfg, config_dir, read_plan(config_dir), entry["pending"])
+                results.append({"config_dir": str(config_dir), "label": entry["label"], "submitted": True})
+                continue
+        except Exception as error:
+            log.error("%s: submission failed: %s", config_dir, error)
+            results.append({"config_dir": str(config_dir), "label": entry["label"], "error": f"{error}"})
+            continue
+        if (config_dir / "certificates.tsv").is_file():
+            results.append({"config_dir": str(config_dir), "label": entry["label"],
+                            "summary": read_json(config_dir / "summary.json")})
+        else:
+            results.append(finalize_entry(entry))
+    if not entries[0]["launcher"].get("wait", False):
+        return results
+    submitted = [Path(r["config_dir"]) for r in results if r.get("submitted")]
+    if submitted:
+        wait_for_configs(submitted)
+    for result in results:
+        if result.pop("submitted", False):
+            config_dir = Path(result["config_dir"])
+            if (config_dir / "certificates.tsv").is_file():
+                result["summary"] = read_json(config_dir / "summary.json")
+            else:
+                result["error"] = "not reduced: " + (failure_summary(config_dir) or "see `audiocert status`")
+    return results
+
+
+def report_outcomes(results: Sequence[Mapping[str, Any]], sweep_dir: str | Path) -> bool:
+    """Print one line per config and, for those not certified, what failed and where the logs are.
+
+    True when every config is certified (or, without launcher.wait, submitted)."""
+    import sys
+
+    ok = True
+    for result in results:
+        if "summary" in result:
+            s = result["summary"]
+            print(f"certified {s['label']}: smoothed accuracy {s['smoothed_accuracy']:.3f}, "
+                  f"abstain {s['abstain_fraction']:.3f} -> {result['config_dir']}")
+        elif result.get("submitted"):
+            print(f"submitted {result['label']} -> {result['config_dir']}")
+        else:
+            ok = False
+            details = failure_summary(Path(result["config_dir"]))
+            print(f"FAILED {result['label']} ({result['config_dir']}): {result.get('error', 'not certified')}"
+                  + (f"\n{details}" if details else ""), file=sys.stderr)
+    if any(r.get("submitted") for r in results):
+        print(f"submitted {sum(bool(r.get('submitted')) for r in results)} config(s); follow them with "
+              f"`audiocert status {sweep_dir}`")
+    elif results and not ok:
+        print(format_status(sweep_dir), file=sys.stderr)
+    return ok
 
 
 class FinalizeSweep(Callback):
-    """Hydra callback: after the last job of a run or multirun is planned, run the local queue."""
+    """Hydra callback: collects each job's planned config (its return value) for ``finish_sweep``.
 
-    def on_run_end(self, config: DictConfig, **kwargs: Any) -> None:
-        self._finish(config)
+    The work itself runs after Hydra returns (see ``audiocert.cli``): Hydra turns exceptions raised inside
+    callbacks into warnings, and a failed sweep must make the command fail.
+    """
 
-    def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
-        self._finish(config)
+    planned: list[dict[str, Any]] = []
 
-    @staticmethod
-    def _finish(config: DictConfig) -> None:
-        if SLURM_SUBMITTED:
-            dirs, SLURM_SUBMITTED[:] = list(SLURM_SUBMITTED), []
-            if not config.launcher.get("wait", False):
-                print(f"submitted {len(dirs)} config(s); follow them with `audiocert status {config.sweep.dir}`")
-                return
-            reduced = wait_for_configs(dirs)
-            print(format_status(config.sweep.dir))
-            if not reduced:
-                raise SystemExit("some configs were not reduced: see the failed shards above")
-            return
-        results = run_local_queue(progress=True)
-        for result in results:
-            if "error" in result:
-                print(f"INCOMPLETE {result['config_dir']}: see `audiocert status` for failed shards")
-            else:
-                s = result["summary"]
-                print(f"certified {s['label']}: smoothed accuracy {s['smoothed_accuracy']:.3f}, "
-                      f"abstain {s['abstain_fraction']:.3f} -> {result['config_dir']}")
+    def on_run_start(self, config: DictConfig, **kwargs: Any) -> None:
+        FinalizeSweep.planned = []
+
+    def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
+        FinalizeSweep.planned = []
+
+    def on_job_end(self, config: DictConfig, job_return: JobReturn, **kwargs: Any) -> None:
+        if job_return.status == JobStatus.COMPLETED and isinstance(job_return.return_value, dict):
+            FinalizeSweep.planned.append(job_return.return_value)

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import errno
 import functools
 import hashlib
 import json
 import os
+import re
 import subprocess
 import tempfile
 from collections.abc import Callable
@@ -54,16 +56,36 @@ def file_digest(path: str | Path, length: int = 16) -> str:
     return digest.hexdigest()[:length]
 
 
+class WriteError(OSError):
+    """A result file could not be written; the message names the file and what to do."""
+
+
+def _write_error(path: Path, error: OSError) -> WriteError:
+    hint = {errno.ENOSPC: "the file system is full: free space there (or point AUDIOCERT_RUNS_DIR elsewhere) and "
+                          "rerun; results already written are intact",
+            errno.EDQUOT: "the disk quota is exhausted: free space and rerun; results already written are intact",
+            errno.EROFS: "the file system is read-only: point AUDIOCERT_RUNS_DIR at a writable directory",
+            errno.EACCES: "no permission to write there: fix the directory's permissions or point "
+                          "AUDIOCERT_RUNS_DIR at a writable directory",
+            errno.EPERM: "no permission to write there: fix the directory's permissions or point "
+                         "AUDIOCERT_RUNS_DIR at a writable directory"}.get(error.errno, "check the directory")
+    return WriteError(error.errno, f"cannot write {path}: {error.strerror or error} ({hint})")
+
+
 def atomic_write_with(path: str | Path, write: Callable[[str], None]) -> Path:
     """Let ``write(tmp_path)`` fill a temporary file in the same directory, then rename it over ``path``.
 
     A reader sees either the old file or the complete new one; a writer killed mid-way leaves only a
     ``.tmp`` file that nothing reads. The data and then the directory entry are fsynced, so a crashed node
     cannot leave a renamed but empty file. Permissions follow the umask (mkstemp alone would make them private).
+    A full disk or an unwritable directory raises :class:`WriteError` naming ``path``; the old file stays.
     """
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    except OSError as error:
+        raise _write_error(path, error) from error
     os.close(fd)
     try:
         write(tmp)
@@ -72,8 +94,10 @@ def atomic_write_with(path: str | Path, write: Callable[[str], None]) -> Path:
         os.chmod(tmp, 0o666 & ~umask)
         _fsync(tmp, os.O_RDONLY)
         os.replace(tmp, path)
-    except BaseException:
+    except BaseException as error:
         Path(tmp).unlink(missing_ok=True)
+        if isinstance(error, OSError) and not isinstance(error, WriteError):
+            raise _write_error(path, error) from error
         raise
     _fsync(path.parent, os.O_RDONLY | getattr(os, "O_DIRECTORY", 0))
     return path
@@ -103,6 +127,43 @@ def atomic_write_json(path: str | Path, payload: Any) -> Path:
     return atomic_write_text(path, json.dumps(payload, indent=2, sort_keys=True, default=str) + "\n")
 
 
-def read_json(path: str | Path) -> Any:
-    with open(path) as handle:
-        return json.load(handle)
+class CorruptFileError(ValueError):
+    """A result or plan file that cannot be parsed; the message names it and how to recover."""
+
+
+def read_json(path: str | Path, recover: str = "") -> Any:
+    """Parse a JSON file; a damaged one raises :class:`CorruptFileError` naming it (and ``recover``, the fix)."""
+    try:
+        with open(path) as handle:
+            return json.load(handle)
+    except (ValueError, UnicodeDecodeError) as error:
+        raise CorruptFileError(f"{path} is corrupt (not valid JSON: {error})" + (f": {recover}" if recover else "")
+                               ) from None
+
+
+SAFE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._=,+-]*$")
+
+
+def check_safe_name(value: Any, field: str) -> str:
+    """A name that becomes part of a path (sweep, dataset, model, label) must stay one path component."""
+    text = str(value)
+    if not SAFE_NAME.fullmatch(text) or ".." in text or len(text) > 200:
+        raise ValueError(f"{field}={text!r} is not a safe name for a directory: use letters, digits and . _ = , + - "
+                         "(no '/', no '..', not starting with a dot)")
+    return text
+
+
+def register_resolvers() -> None:
+    """``${safe_name:...}`` in conf/: a name is checked while Hydra composes, before it creates any directory."""
+    from omegaconf import OmegaConf
+
+    if not OmegaConf.has_resolver("safe_name"):
+        OmegaConf.register_new_resolver("safe_name", lambda value: check_safe_name(value, "sweep.name"))
+
+
+def inside(path: str | Path, root: str | Path) -> Path:
+    """``path`` resolved, after checking it lies inside ``root`` (results never land outside their directory)."""
+    resolved, base = Path(path).resolve(), Path(root).resolve()
+    if resolved != base and base not in resolved.parents:
+        raise ValueError(f"refusing to write {path}: it lies outside {root}")
+    return resolved

@@ -20,8 +20,8 @@ from typing import Any
 
 import numpy as np
 
-from audiocert.provenance import atomic_write_json, atomic_write_text, code_version, read_json
-from audiocert.shards import PLAN_FILE, SHARD_DIR, validate_shard_file
+from audiocert.provenance import atomic_write_json, atomic_write_text, code_version
+from audiocert.shards import SHARD_DIR, read_plan, validate_shard_file
 from audiocert.statistics import (
     ABSTAIN,
     certified_accuracy,
@@ -75,7 +75,7 @@ class ShardInventory:
 def inventory(config_dir: str | Path, plan: Mapping[str, Any] | None = None) -> ShardInventory:
     """Classify every file under shards/ against the plan: valid (once), duplicated, invalid, missing."""
     config_dir = Path(config_dir)
-    plan = plan or read_json(config_dir / PLAN_FILE)
+    plan = plan or read_plan(config_dir)
     found: dict[int, list[tuple[Path, dict[str, Any]]]] = defaultdict(list)
     invalid: dict[Path, str] = {}
     shard_dir = config_dir / SHARD_DIR
@@ -106,18 +106,19 @@ def merge_counts(plan: Mapping[str, Any], records: Mapping[int, Mapping[str, Any
     selection = np.zeros((num_examples, classes), dtype=np.int64)
     estimation = np.zeros((num_examples, classes), dtype=np.int64)
     seconds = np.zeros(num_examples)
-    labels, norms = np.full(num_examples, -1), np.zeros(num_examples)
+    labels = np.asarray([i["label"] for i in plan["inputs"]])  # every shard's labels were checked against these
+    norms, waveform_norms = np.zeros(num_examples), np.zeros(num_examples)
     for record in records.values():
         rows = np.asarray(record["examples"])
         selection[rows] += np.asarray(record["selection_counts"], dtype=np.int64)
         estimation[rows] += np.asarray(record["estimation_counts"], dtype=np.int64)
         seconds[rows] += record["elapsed_s"] / len(rows)  # a shard's time, shared among its examples
-        labels[rows], norms[rows] = record["labels"], record["stage_norms"]
+        norms[rows], waveform_norms[rows] = record["stage_norms"], record["waveform_norms"]
     n0, n = int(plan["quantities"]["n0"]), int(plan["quantities"]["n"])
     if (selection.sum(1) != n0).any() or (estimation.sum(1) != n).any():
         raise IncompleteSweepError("merged counts do not add up to n0 / n for every example")
     return {"selection": selection, "estimation": estimation, "seconds": seconds, "labels": labels,
-            "norms": norms}
+            "norms": norms, "waveform_norms": waveform_norms}
 
 
 def certificates_tsv(rows: list[dict[str, Any]]) -> str:
@@ -145,9 +146,7 @@ def radius_grid(max_radius: float, points: int = 200) -> np.ndarray:
 def reduce_config(config_dir: str | Path) -> dict[str, Any]:
     """Finalise one config: certificates.tsv, predictions.tsv, curve.csv, summary.json, provenance.json."""
     config_dir = Path(config_dir)
-    if not (config_dir / PLAN_FILE).is_file():
-        raise FileNotFoundError(f"{config_dir} has no {PLAN_FILE}: is it a config directory of a sweep?")
-    plan = read_json(config_dir / PLAN_FILE)
+    plan = read_plan(config_dir)
     found = inventory(config_dir, plan)
     if not found.complete:
         raise IncompleteSweepError(found.problems(config_dir))
@@ -172,7 +171,9 @@ def reduce_config(config_dir: str | Path) -> dict[str, Any]:
         f"{float(r)!r},{certified_accuracy(radii, correct, r)!r}\n" for r in grid
     )
     certified = correct & (radii > 0)
+    # Medians over the certified points, the same points as the median radius.
     snrs = snr_db(merged["norms"][certified], radii[certified]) if certified.any() else np.array([])
+    wave_db = snr_db(merged["waveform_norms"][certified], radii[certified]) if certified.any() else np.array([])
     summary = {
         "label": plan["label"], "config_hash": plan["config_hash"], "stage": stage, "sigma": sigma,
         "n0": int(q["n0"]), "n": int(q["n"]), "alpha": alpha, "num_points": len(rows),
@@ -184,8 +185,11 @@ def reduce_config(config_dir: str | Path) -> dict[str, Any]:
         "predict_abstain_fraction": float(np.mean([p[2] == ABSTAIN for p in predictions])),
         "max_certifiable_radius": ceiling,
         "median_radius_certified": float(np.median(radii[certified])) if certified.any() else 0.0,
-        "median_stage_norm": float(np.median(merged["norms"])),
+        "median_stage_norm": float(np.median(merged["norms"][certified])) if certified.any() else None,
+        "median_waveform_norm": float(np.median(merged["waveform_norms"][certified])) if certified.any() else None,
         "median_snr_db": float(np.median(snrs)) if snrs.size else None,
+        # 20 log10(||x_waveform|| / r): the waveform-equivalent SNR of a magspec radius is this + 20 log10(L).
+        "median_wave_to_radius_db": float(np.median(wave_db)) if wave_db.size else None,
         "samples": int(sum(r["samples"] for r in found.records.values())),
         "shard_seconds": float(sum(r["elapsed_s"] for r in found.records.values())),
     }
@@ -197,6 +201,8 @@ def reduce_config(config_dir: str | Path) -> dict[str, Any]:
         "stage": stage, "sigma": sigma, "n0": int(q["n0"]), "n": int(q["n"]), "alpha": alpha,
         "shards": len(found.records), "shard_hosts": sorted({r["host"] for r in found.records.values()}),
         "shard_devices": sorted({r["device"] for r in found.records.values()}),
+        "device_type": q["device_type"], "inputs_digest": plan["inputs_digest"],
+        "inputs": plan["inputs"],
         "semantics": semantics,
     }
     atomic_write_text(config_dir / "certificates.tsv", certificates_tsv(rows))

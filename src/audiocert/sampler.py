@@ -7,13 +7,16 @@ Counts over disjoint ranges of the same (example, phase) are independent and add
 shards split the work.
 
 Noise streams. Sample i of (example, phase) lives in noise block b = i // block_size. Each block has its own
-torch.Generator on the compute device, seeded with
-    numpy.random.SeedSequence([seed, example, phase_id, b]).generate_state(1, uint64)[0]  (63 bits kept),
-and draws one (block_size, *x.shape) standard-normal tensor; sample i is row i % block_size of it. So the
-noise of a sample depends only on (seed, example, phase, i, block_size, device type): the same range always
-gives the same counts whatever the batch size or the shard boundaries, two ranges never share noise, and the
-phases (selection 0, estimation 1, prediction 2) use disjoint streams, so selection and estimation samples
-are independent. CPU and CUDA generators differ, so counts are reproducible per device type.
+torch.Generator on the compute device, seeded with ``block_seed(seed, example, phase, b)``: the packed index
+(example << 14 | phase << 12 | b) run through a 4-round Feistel permutation of 32-bit words keyed by ``seed``.
+Only 32 bits, because torch's CPU generator (MT19937) keeps only the low 32 bits of a seed: seeds s and
+s + 2**32 give the same stream. A permutation is a bijection, so two different (example, phase, block) of one
+seed never share a stream, on any device (``MAX_EXAMPLES`` examples, ``MAX_BLOCKS`` blocks per phase; beyond
+that ``block_seed`` refuses). So the noise of a sample depends only on (seed, example, phase, i, block_size,
+device type): the same range always gives the same counts whatever the batch size or the shard boundaries, no
+two blocks share noise, and the phases (selection 0, estimation 1, prediction 2) use disjoint streams, so
+selection and estimation samples are independent. CPU and CUDA generators differ, so counts are reproducible
+per device type.
 
 Sampling is batched: noise is drawn in float32 (or the input's wider dtype) straight into the batch buffer,
 x is broadcast into it in place (never repeated), noise is never clipped, predictions are counted with
@@ -36,14 +39,53 @@ PHASES: dict[str, int] = {"selection": 0, "estimation": 1, "prediction": 2}
 DEFAULT_BLOCK_SIZE = 50
 
 
+EXAMPLE_BITS, PHASE_BITS, BLOCK_BITS = 18, 2, 12  # 32 bits in all: what torch's CPU generator keeps of a seed
+MAX_EXAMPLES = 1 << EXAMPLE_BITS  # dataset indices 0 .. 262,143
+MAX_BLOCKS = 1 << BLOCK_BITS  # noise blocks per (example, phase): n <= 4096 * block_size
+_MASK16 = np.uint64(0xFFFF)
+
+
+def _round_keys(seed: int) -> np.ndarray:
+    if isinstance(seed, bool) or not 0 <= int(seed) < 1 << 63:
+        raise ValueError(f"seed={seed} must be an integer in [0, 2**63)")
+    return np.random.SeedSequence([int(seed), 0x6E6F697365]).generate_state(4, np.uint32).astype(np.uint64)
+
+
+def feistel32(seed: int, words: np.ndarray) -> np.ndarray:
+    """A keyed permutation of 32-bit words: 4 Feistel rounds on their 16-bit halves, round keys from a
+    SeedSequence of ``seed``. A Feistel network is a bijection whatever its round function."""
+    words = np.asarray(words, dtype=np.uint64)
+    left, right = words >> np.uint64(16), words & _MASK16
+    for key in _round_keys(seed):
+        mixed = ((right ^ key) * np.uint64(0x9E3779B1)) & np.uint64(0xFFFFFFFF)
+        mixed ^= mixed >> np.uint64(15)
+        left, right = right, left ^ ((mixed * np.uint64(0x85EBCA6B) >> np.uint64(16)) & _MASK16)
+    return ((left << np.uint64(16)) | right).astype(np.uint32)
+
+
+def block_seeds(seed: int, examples: np.ndarray, phase_ids: np.ndarray, blocks: np.ndarray) -> np.ndarray:
+    """Vectorised ``block_seed``: uint32 seeds of the noise blocks (examples[k], phase_ids[k], blocks[k]).
+
+    The packed index (example | phase | block in 18 | 2 | 12 bits) is injective, and ``feistel32`` is a
+    bijection, so distinct blocks get distinct seeds.
+    """
+    examples, phase_ids, blocks = (np.asarray(a, dtype=np.int64) for a in (examples, phase_ids, blocks))
+    if examples.size and not (0 <= examples.min() and examples.max() < MAX_EXAMPLES):
+        raise ValueError(f"example index out of [0, {MAX_EXAMPLES}): noise streams are keyed by 32 bits "
+                         f"({EXAMPLE_BITS} for the example); certify fewer or lower-indexed test examples")
+    if blocks.size and not (0 <= blocks.min() and blocks.max() < MAX_BLOCKS):
+        raise ValueError(f"noise block out of [0, {MAX_BLOCKS}): raise certify.block_size so that "
+                         f"n <= {MAX_BLOCKS} * block_size")
+    if phase_ids.size and not (0 <= phase_ids.min() and phase_ids.max() < len(PHASES)):
+        raise ValueError(f"phase id out of [0, {len(PHASES)})")
+    return feistel32(seed, (examples << (PHASE_BITS + BLOCK_BITS)) | (phase_ids << BLOCK_BITS) | blocks)
+
+
 def block_seed(seed: int, example: int, phase: str, block: int) -> int:
-    """Seed of one noise block: a SeedSequence hash of (seed, example, phase, block)."""
+    """Seed of one noise block of (example, phase); distinct blocks of one ``seed`` never share a seed."""
     if phase not in PHASES:
         raise ValueError(f"unknown phase {phase!r}: choose one of {', '.join(PHASES)}")
-    state = np.random.SeedSequence([int(seed), int(example), PHASES[phase], int(block)]).generate_state(
-        1, np.uint64
-    )
-    return int(state[0]) & ((1 << 63) - 1)
+    return int(block_seeds(seed, np.array([example]), np.array([PHASES[phase]]), np.array([block]))[0])
 
 
 def sample_batches(start: int, stop: int, batch_size: int, block_size: int) -> Iterator[tuple[int, int]]:

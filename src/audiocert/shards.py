@@ -11,12 +11,15 @@ because a scheduler says so. Noise streams depend only on (seed, example, phase,
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 import math
 import os
+import re
 import socket
 import time
+from collections import OrderedDict
 from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -26,18 +29,26 @@ import numpy as np
 import torch
 from omegaconf import DictConfig, OmegaConf
 
-from audiocert.checkpoint import load_checkpoint
-from audiocert.data import build_datasets
+from audiocert.checkpoint import LoadedClassifier, load_checkpoint
+from audiocert.data import CropDataset, build_datasets
 from audiocert.devices import resolve_device
 from audiocert.frontend import check_stage
-from audiocert.provenance import atomic_write_json, code_version, file_digest, read_json, stable_hash
-from audiocert.sampler import Smooth, StagedClassifier
+from audiocert.provenance import (
+    CorruptFileError,
+    atomic_write_json,
+    check_safe_name,
+    code_version,
+    file_digest,
+    read_json,
+    stable_hash,
+)
+from audiocert.sampler import MAX_BLOCKS, MAX_EXAMPLES, Smooth, StagedClassifier
 
 log = logging.getLogger(__name__)
 
 PLAN_FILE = "plan.json"
 SHARD_DIR = "shards"
-SHARD_FORMAT = 1
+SHARD_FORMAT = 2  # 2: input digests, device type, labels and waveform norms checked against the plan
 
 
 @dataclass(frozen=True)
@@ -69,12 +80,38 @@ def check_certify_config(cfg: DictConfig) -> None:
         raise ValueError(f"certify.alpha={c.alpha} must lie in (0, 0.5)")
     if not float(cfg.smoothing.sigma) > 0:
         raise ValueError(f"smoothing.sigma={cfg.smoothing.sigma} must be positive")
+    seed = cfg.seed
+    if isinstance(seed, bool) or not isinstance(seed, int) or not 0 <= seed < 1 << 63:
+        raise ValueError(f"seed={seed!r} must be an integer in [0, 2**63)")
+    samples = max(int(c.n0), int(c.n))
+    if math.ceil(samples / int(c.block_size)) > MAX_BLOCKS:
+        raise ValueError(f"certify.n={c.n} needs more than {MAX_BLOCKS} noise blocks of certify.block_size="
+                         f"{c.block_size}: raise block_size to at least {math.ceil(samples / MAX_BLOCKS)}")
     check_stage(cfg.representation.stage)
+    for field in ("dataset.name", "model.name", "certify.name", "sweep.name"):
+        check_safe_name(OmegaConf.select(cfg, field), field)
     if int(c.points_per_speaker) > int(cfg.dataset.test_crops_per_speaker):
         raise ValueError(
             f"certify.points_per_speaker={c.points_per_speaker} exceeds "
             f"dataset.test_crops_per_speaker={cfg.dataset.test_crops_per_speaker}"
         )
+    if int(cfg.dataset.num_classes) * int(cfg.dataset.test_crops_per_speaker) > MAX_EXAMPLES:
+        raise ValueError(f"the test set of dataset.num_classes x dataset.test_crops_per_speaker = "
+                         f"{int(cfg.dataset.num_classes) * int(cfg.dataset.test_crops_per_speaker)} crops exceeds "
+                         f"the {MAX_EXAMPLES} examples that noise streams can key: lower test_crops_per_speaker")
+
+
+def shard_device_type(cfg: DictConfig) -> str:
+    """The device type the shards compute on ('cpu' or 'cuda'): part of the base classifier f (bf16, kernels).
+
+    device=auto means CUDA on SLURM when the launcher asks for GPUs, else whatever this machine has.
+    """
+    name = str(cfg.device)
+    if name != "auto":
+        return torch.device(name).type
+    if cfg.launcher.name == "slurm":
+        return "cuda" if int(cfg.launcher.get("gpus_per_task") or 0) > 0 else "cpu"
+    return resolve_device("auto").type
 
 
 def select_examples(num_speakers: int, crops_per_speaker: int, points_per_speaker: int) -> list[int]:
@@ -112,13 +149,41 @@ def certified_quantities(cfg: DictConfig) -> dict[str, Any]:
         "points_per_speaker": int(resolved["certify"]["points_per_speaker"]),
         "block_size": int(resolved["certify"]["block_size"]),
         "bf16": bool(resolved["certify"].get("bf16", False)),  # bf16 autocast is part of the base classifier f
+        "device_type": shard_device_type(cfg),  # CPU fp32 and CUDA bf16 are different base classifiers
         "shard": resolved["certify"]["shard"],
         "seed": int(resolved["seed"]),
     }
 
 
+def waveform_digest(waveform: torch.Tensor) -> str:
+    """Fingerprint of one certified input: SHA-256 of its float32 samples (what the counts were computed on)."""
+    data = waveform.detach().to("cpu", torch.float32).contiguous().numpy().tobytes()
+    return hashlib.sha256(data).hexdigest()[:16]
+
+
+def load_certified_setup(config: Mapping[str, Any], checkpoint: str | Path,
+                         device: torch.device | str = "cpu") -> tuple[LoadedClassifier, CropDataset]:
+    """The base classifier and the test set of a config, checked against each other; errors name the file."""
+    loaded = load_checkpoint(checkpoint, device)
+    test = build_datasets(config["dataset"]).test
+    planned_frontend = dict(config.get("frontend") or {})
+    if loaded.config.get("frontend") and dict(loaded.config["frontend"]) != planned_frontend:
+        raise ValueError(f"checkpoint {checkpoint} was trained with frontend {loaded.config['frontend']}, "
+                         f"but this config asks for {planned_frontend}: the certificate would describe the "
+                         "wrong frontend")
+    if loaded.speakers and list(loaded.speakers) != list(test.speakers):
+        raise ValueError(f"checkpoint {checkpoint} was trained on speakers {loaded.speakers[:10]}..., "
+                         f"but dataset {config['dataset']['name']} has {test.speakers[:10]}...: labels would not "
+                         "match; certify it with the dataset it was trained on")
+    return loaded, test
+
+
 def make_plan(cfg: DictConfig) -> dict[str, Any]:
-    """Plan a config: resolve it, fingerprint its checkpoint, and list its shards."""
+    """Plan a config: check it, fingerprint its checkpoint and its certified inputs, and list its shards.
+
+    Everything a shard needs is loaded once here (checkpoint with weights_only, dataset, every certified
+    example's audio), so a config that cannot run fails before any work starts or is submitted.
+    """
     check_certify_config(cfg)
     checkpoint = Path(cfg.checkpoint)
     if not checkpoint.is_file():
@@ -129,38 +194,95 @@ def make_plan(cfg: DictConfig) -> dict[str, Any]:
     quantities = certified_quantities(cfg)
     quantities["checkpoint_digest"] = file_digest(checkpoint)
     config_hash = stable_hash(quantities)
+    resolved = OmegaConf.to_container(cfg, resolve=True)
+    _, test = load_certified_setup(resolved, checkpoint)
     num_speakers = int(cfg.dataset.num_classes)
     examples = select_examples(num_speakers, int(cfg.dataset.test_crops_per_speaker),
                                int(cfg.certify.points_per_speaker))
+    inputs = []
+    for index in examples:
+        waveform, label = test[index]
+        where = test.describe(index)
+        inputs.append({"index": index, "label": int(label), "digest": waveform_digest(waveform),
+                       "path": str(where["path"]), "offset": int(where["offset"])})
     shards = make_shards(len(examples), int(cfg.certify.n0), int(cfg.certify.n),
                          int(cfg.certify.shard.examples), int(cfg.certify.shard.samples))
     plan = {
         "config_hash": config_hash, "code_version": code_version(), "label": config_label(cfg),
-        "config": OmegaConf.to_container(cfg, resolve=True), "quantities": quantities,
-        "checkpoint": str(checkpoint.resolve()), "examples": examples,
+        "config": resolved, "quantities": quantities,
+        "checkpoint": str(checkpoint.resolve()), "examples": examples, "inputs": inputs,
+        "inputs_digest": stable_hash([i["digest"] for i in inputs]),
         "shards": [asdict(s) for s in shards],
     }
     return plan
 
 
+PLAN_RECOVERY = ("rerun the `audiocert certify` command that made this sweep: it rewrites plan.json from the config "
+                 "and keeps every shard that still validates (or remove the config directory to start it over)")
+CONFIG_HASH = re.compile(r"^[0-9a-f]{12}$")
+
+
+def read_plan(config_dir: str | Path) -> dict[str, Any]:
+    """plan.json of a config directory, checked for the structure every reader relies on.
+
+    A damaged plan raises :class:`CorruptFileError` naming the file and how to recover; names taken from it
+    (hash, label) are checked so that no path built from a plan leaves the sweep directory.
+    """
+    path = Path(config_dir) / PLAN_FILE
+    if not path.is_file():
+        raise FileNotFoundError(f"{config_dir} has no {PLAN_FILE}: is it a config directory of a sweep?")
+    plan = read_json(path, recover=PLAN_RECOVERY)
+    try:
+        assert isinstance(plan, dict)
+        assert isinstance(plan["config_hash"], str) and CONFIG_HASH.fullmatch(plan["config_hash"])
+        check_safe_name(plan["label"], "label")
+        assert isinstance(plan["config"], dict) and isinstance(plan["quantities"], dict)
+        examples, inputs = plan["examples"], plan["inputs"]
+        assert isinstance(examples, list) and all(type(e) is int and e >= 0 for e in examples)
+        assert isinstance(inputs, list) and [i["index"] for i in inputs] == examples
+        assert all(type(i["label"]) is int and isinstance(i["digest"], str) for i in inputs)
+        assert stable_hash([i["digest"] for i in inputs]) == plan["inputs_digest"]
+        assert all(type(s["index"]) is int and s["index"] == k for k, s in enumerate(plan["shards"]))
+        assert all(0 <= e < len(examples) for s in plan["shards"] for e in s["examples"])
+        int(plan["config"]["dataset"]["num_classes"]), int(plan["quantities"]["n0"]), int(plan["quantities"]["n"])
+    except (AssertionError, KeyError, TypeError, ValueError) as error:
+        raise CorruptFileError(f"{path} is not a valid plan ({error.__class__.__name__}: {error}): "
+                               f"{PLAN_RECOVERY}") from None
+    return plan
+
+
 def write_plan(plan: dict[str, Any], config_dir: str | Path) -> dict[str, Any]:
-    """Write plan.json. An existing plan with the same config hash and code version is kept (a rerun
-    resumes); a different config is an error naming the directory, so results of two configs never mix.
+    """Write plan.json. An existing plan with the same config hash, inputs and code version is kept (a rerun
+    resumes); a different config, or the same config over changed audio, is an error naming the directory,
+    so counts of two configs or of two versions of the test audio never mix. A damaged plan is rewritten.
     """
     config_hash = plan["config_hash"]
     config_dir = Path(config_dir)
     path = config_dir / PLAN_FILE
     if path.is_file():
-        existing = read_json(path)
-        if existing.get("config_hash") != config_hash:
-            raise ValueError(
-                f"{config_dir} already holds config {existing.get('config_hash')} ({existing.get('label')}); "
-                f"this config hashes to {config_hash}: use another sweep.name or remove that directory"
-            )
-        if existing.get("code_version") == plan["code_version"]:
-            return existing
-        log.warning("code version changed (%s -> %s): shards of the old version will be recomputed",
-                    existing.get("code_version"), plan["code_version"])
+        try:
+            existing = read_plan(config_dir)
+        except CorruptFileError as error:
+            log.warning("%s; writing a new plan: shards are kept only where they validate against it", error)
+            existing = None
+        if existing is not None:
+            if existing.get("config_hash") != config_hash:
+                raise ValueError(
+                    f"{config_dir} already holds config {existing.get('config_hash')} ({existing.get('label')}); "
+                    f"this config hashes to {config_hash}: use another sweep.name or remove that directory"
+                )
+            if existing["inputs_digest"] != plan["inputs_digest"]:
+                changed = [f"{new['path']} (example {new['index']})" for old, new in zip(
+                    existing["inputs"], plan["inputs"], strict=True) if old["digest"] != new["digest"]]
+                raise ValueError(
+                    f"the test audio of {config_dir} changed since it was planned: {', '.join(changed[:5])}"
+                    f"{' ...' if len(changed) > 5 else ''}. Its shards were counted on the old audio and cannot be "
+                    "merged with new ones: remove that directory (or use another sweep.name) to certify the new audio"
+                )
+            if existing.get("code_version") == plan["code_version"]:
+                return existing
+            log.warning("code version changed (%s -> %s): shards of the old version will be recomputed",
+                        existing.get("code_version"), plan["code_version"])
     atomic_write_json(path, plan)
     return plan
 
@@ -178,37 +300,72 @@ def plan_shards(plan: Mapping[str, Any]) -> list[Shard]:
             for s in plan["shards"]]
 
 
+def _is_int(value: Any) -> bool:
+    return type(value) is int  # bool is an int subclass: a count of True is no count
+
+
+def _finite_numbers(values: Any, minimum: float = 0.0) -> bool:
+    return isinstance(values, list) and all(
+        type(v) in (int, float) and math.isfinite(v) and v >= minimum for v in values)
+
+
 def validate_shard_file(path: Path, plan: Mapping[str, Any]) -> tuple[dict[str, Any] | None, str]:
-    """(record, '') when ``path`` is a complete counts file of this plan, else (None, why not)."""
+    """(record, '') when ``path`` is a complete counts file of this plan, else (None, why not).
+
+    Checks what the counts mean, not only their sums: the same config, code, device type and inputs (the
+    digests of the audio the counts were computed on), the plan's examples, dataset indices and labels, and
+    counts that are non-negative integers adding up to the shard's samples.
+    """
     try:
         record = json.loads(path.read_text())
     except (OSError, ValueError) as error:
         return None, f"unreadable ({error.__class__.__name__})"
     if not isinstance(record, dict) or record.get("format") != SHARD_FORMAT:
-        return None, "not an audiocert shard file"
+        return None, "not an audiocert shard file of this format"
     if record.get("config_hash") != plan["config_hash"]:
         return None, f"foreign config {record.get('config_hash')}"
     if record.get("code_version") != plan["code_version"]:
         return None, f"code version {record.get('code_version')} != plan's {plan['code_version']}"
+    device_type = plan["quantities"].get("device_type")
+    if record.get("device_type") != device_type:
+        return None, f"computed on device type {record.get('device_type')!r}, plan says {device_type!r}"
+    if record.get("seed") != plan["quantities"]["seed"]:
+        return None, f"seed {record.get('seed')!r} != plan's {plan['quantities']['seed']}"
     index = record.get("index")
-    if not isinstance(index, int) or not 0 <= index < len(plan["shards"]):
+    if not _is_int(index) or not 0 <= index < len(plan["shards"]):
         return None, f"shard index {index!r} not in the plan"
     expected = plan["shards"][index]
     for key in ("examples", "selection", "estimation"):
-        if list(record.get(key, [])) != list(expected[key]):
+        if record.get(key) != list(expected[key]):
             return None, f"covers {key}={record.get(key)}, plan says {expected[key]}"
+    inputs = [plan["inputs"][p] for p in expected["examples"]]
+    for key, field, what in (("dataset_indices", "index", "dataset indices"), ("labels", "label", "labels"),
+                             ("input_digests", "digest", "input digests (the audio changed)")):
+        if record.get(key) != [i[field] for i in inputs]:
+            return None, f"{what} {record.get(key)} differ from the plan's {[i[field] for i in inputs]}"
+    for key in ("stage_norms", "waveform_norms"):
+        if not _finite_numbers(record.get(key)) or len(record[key]) != len(inputs):
+            return None, f"{key} are not one finite non-negative number per example"
     classes = int(plan["config"]["dataset"]["num_classes"])
+    if any(not 0 <= label < classes for label in record["labels"]):
+        return None, f"labels {record['labels']} outside [0, {classes})"
     width = {"selection": expected["selection"][1] - expected["selection"][0],
              "estimation": expected["estimation"][1] - expected["estimation"][0]}
-    for key in ("labels", "stage_norms", "dataset_indices"):
-        if not isinstance(record.get(key), list) or len(record[key]) != len(expected["examples"]):
-            return None, f"{key} does not have one entry per example"
     for phase in ("selection", "estimation"):
-        counts = np.asarray(record.get(f"{phase}_counts"))
-        if counts.dtype.kind not in "iu" or (counts < 0).any():
-            return None, f"{phase} counts are not non-negative integers"
-        if counts.shape != (len(expected["examples"]), classes) or (counts.sum(axis=1) != width[phase]).any():
-            return None, f"{phase} counts do not add up to the shard's samples"
+        counts = record.get(f"{phase}_counts")
+        rows_ok = isinstance(counts, list) and len(counts) == len(inputs) and all(
+            isinstance(row, list) and len(row) == classes and all(_is_int(c) and c >= 0 for c in row)
+            for row in counts)
+        if not rows_ok:
+            return None, f"{phase} counts are not {len(inputs)} x {classes} non-negative integers"
+        if any(sum(row) != width[phase] for row in counts):
+            return None, f"{phase} counts do not add up to the shard's {width[phase]} samples"
+    if record.get("samples") != len(inputs) * (width["selection"] + width["estimation"]):
+        return None, f"samples={record.get('samples')!r} does not match the shard's coverage"
+    if not _finite_numbers([record.get("elapsed_s"), record.get("finished_at")]):
+        return None, "elapsed_s / finished_at are not finite non-negative numbers"
+    if not isinstance(record.get("host"), str):
+        return None, "host is missing"
     return record, ""
 
 
@@ -222,34 +379,60 @@ class ShardContext:
 
     def __init__(self, plan: Mapping[str, Any]) -> None:
         cfg = OmegaConf.create(plan["config"])
+        self.plan = plan
         self.device = resolve_device(cfg.device)
+        planned_type = plan["quantities"]["device_type"]
+        if self.device.type != planned_type:
+            raise RuntimeError(
+                f"this sweep was planned for device type {planned_type!r} but this process computes on "
+                f"{self.device.type!r} (device={cfg.device}): counts from another device type come from another "
+                "base classifier and are never merged; run the shards where that device exists, or plan a new "
+                "sweep with device=" + self.device.type)
         if not Path(plan["checkpoint"]).is_file():
             raise FileNotFoundError(f"checkpoint {plan['checkpoint']} of this sweep no longer exists")
         if file_digest(plan["checkpoint"]) != plan["quantities"]["checkpoint_digest"]:
             raise ValueError(f"checkpoint {plan['checkpoint']} changed since the sweep was planned: "
                              "plan a new sweep (another sweep.name) for the new checkpoint")
-        loaded = load_checkpoint(plan["checkpoint"], self.device)
-        self.test = build_datasets(cfg.dataset).test
-        planned_frontend = plan["config"].get("frontend") or {}
-        if loaded.config.get("frontend") and dict(loaded.config["frontend"]) != dict(planned_frontend):
-            raise ValueError(f"checkpoint {plan['checkpoint']} was trained with frontend {loaded.config['frontend']}, "
-                             f"but this config asks for {planned_frontend}: the certificate would describe the "
-                             "wrong frontend")
-        if loaded.speakers and list(loaded.speakers) != list(self.test.speakers):
-            raise ValueError(f"checkpoint {plan['checkpoint']} was trained on speakers {loaded.speakers[:10]}..., "
-                             f"but dataset {cfg.dataset.name} has {self.test.speakers[:10]}...: labels would not "
-                             "match; certify it with the dataset it was trained on")
+        loaded, self.test = load_certified_setup(plan["config"], plan["checkpoint"], self.device)
         self.staged = StagedClassifier(loaded.frontend, cfg.representation.stage, loaded.model).eval()
         self.smooth = Smooth(self.staged, int(cfg.dataset.num_classes), float(cfg.smoothing.sigma),
                              seed=int(cfg.seed), block_size=int(cfg.certify.block_size),
                              autocast_bf16=bool(cfg.certify.get("bf16", False)) and self.device.type == "cuda")
         self.batch_size = int(cfg.certify.batch_size)
 
-    def example(self, dataset_index: int) -> tuple[torch.Tensor, int]:
-        waveform, label = self.test[dataset_index]
+    def example(self, position: int) -> tuple[torch.Tensor, torch.Tensor, dict[str, Any]]:
+        """(waveform, x_stage, planned input) of the plan's example ``position``; audio that changed since the
+        plan was made is refused, naming the file."""
+        planned = self.plan["inputs"][position]
+        waveform, label = self.test[planned["index"]]
+        if waveform_digest(waveform) != planned["digest"] or int(label) != planned["label"]:
+            raise ValueError(f"test example {planned['index']} ({self.test.describe(planned['index'])['path']}) "
+                             "differs from the audio this sweep was planned on: its counts would certify another "
+                             "input. Restore the file, or remove the config directory to certify the new audio")
         with torch.inference_mode():
             x_stage = self.staged.clean(waveform.to(self.device)[None])[0]
-        return x_stage, int(label)
+        return waveform, x_stage, planned
+
+
+# Contexts of this process, one per config (a worker that runs many shards loads each checkpoint once).
+_CONTEXTS: OrderedDict[tuple[str, str, str], ShardContext] = OrderedDict()
+MAX_CONTEXTS = 4
+
+
+def shard_context(config_dir: str | Path, plan: Mapping[str, Any]) -> ShardContext:
+    """The cached context of a config in this process (keyed by directory, config hash and inputs)."""
+    key = (str(Path(config_dir).resolve()), plan["config_hash"], plan["inputs_digest"])
+    if key in _CONTEXTS:
+        _CONTEXTS.move_to_end(key)
+        return _CONTEXTS[key]
+    context = _CONTEXTS[key] = ShardContext(plan)
+    while len(_CONTEXTS) > MAX_CONTEXTS:
+        _CONTEXTS.popitem(last=False)
+    return context
+
+
+def clear_shard_contexts() -> None:
+    _CONTEXTS.clear()
 
 
 def run_shard(config_dir: str | Path, plan: Mapping[str, Any], index: int,
@@ -258,29 +441,30 @@ def run_shard(config_dir: str | Path, plan: Mapping[str, Any], index: int,
     path = shard_path(config_dir, plan["config_hash"], index)
     if shard_done(config_dir, plan, index):
         return path
-    context = context or ShardContext(plan)
+    context = context or shard_context(config_dir, plan)
     shard = plan_shards(plan)[index]
     started = time.monotonic()
-    selection, estimation, labels, norms, dataset_indices = [], [], [], [], []
+    selection, estimation, stage_norms, waveform_norms, inputs = [], [], [], [], []
     for position in shard.examples:
-        dataset_index = int(plan["examples"][position])
-        x_stage, label = context.example(dataset_index)
+        waveform, x_stage, planned = context.example(position)
         selection.append(context.smooth.counts(x_stage, "selection", *shard.selection, context.batch_size,
-                                               example=dataset_index).tolist())
+                                               example=planned["index"]).tolist())
         estimation.append(context.smooth.counts(x_stage, "estimation", *shard.estimation, context.batch_size,
-                                                example=dataset_index).tolist())
-        labels.append(label)
-        norms.append(float(torch.linalg.vector_norm(x_stage.double())))
-        dataset_indices.append(dataset_index)
+                                                example=planned["index"]).tolist())
+        stage_norms.append(float(torch.linalg.vector_norm(x_stage.double())))
+        waveform_norms.append(float(torch.linalg.vector_norm(waveform.double())))
+        inputs.append(planned)
     elapsed = time.monotonic() - started
     record = {
         "format": SHARD_FORMAT, "config_hash": plan["config_hash"], "code_version": code_version(),
         "index": index, "examples": list(shard.examples), "selection": list(shard.selection),
-        "estimation": list(shard.estimation), "dataset_indices": dataset_indices, "labels": labels,
-        "stage_norms": norms, "selection_counts": selection, "estimation_counts": estimation,
+        "estimation": list(shard.estimation), "dataset_indices": [i["index"] for i in inputs],
+        "labels": [i["label"] for i in inputs], "input_digests": [i["digest"] for i in inputs],
+        "stage_norms": stage_norms, "waveform_norms": waveform_norms,
+        "selection_counts": selection, "estimation_counts": estimation,
         "seed": int(plan["config"]["seed"]), "samples": shard.samples, "elapsed_s": elapsed,
-        "device": str(context.device), "host": socket.gethostname(), "finished_at": time.time(),
-        "slurm_job_id": os.environ.get("SLURM_JOB_ID"), "slurm_task": slurm_task_id(),
+        "device": str(context.device), "device_type": context.device.type, "host": socket.gethostname(),
+        "finished_at": time.time(), "slurm_job_id": os.environ.get("SLURM_JOB_ID"), "slurm_task": slurm_task_id(),
         "restart_count": os.environ.get("SLURM_RESTART_COUNT"),
     }
     return atomic_write_json(path, record)
@@ -302,13 +486,10 @@ def run_shards(work: Sequence[tuple[str, int]], threads: int | None = None, prog
     if threads:
         torch.set_num_threads(int(threads))
     plans: dict[str, dict[str, Any]] = {}
-    contexts: dict[str, ShardContext] = {}
     written = []
     for config_dir, index in tqdm(work, desc="shards", disable=not progress, dynamic_ncols=True):
-        plan = plans.setdefault(config_dir, read_json(Path(config_dir) / PLAN_FILE))
+        plan = plans.setdefault(config_dir, read_plan(config_dir))
         if shard_done(config_dir, plan, index):
             continue
-        if config_dir not in contexts:
-            contexts[config_dir] = ShardContext(plan)
-        written.append(run_shard(config_dir, plan, index, contexts[config_dir]))
+        written.append(run_shard(config_dir, plan, index, shard_context(config_dir, plan)))
     return written

@@ -5,6 +5,9 @@ config, the sweep's progress as shards finished (replayed from the shard files' 
 same history appears whether the reducer ran locally or as a SLURM job), the certified-accuracy-vs-radius
 curve as a table and a line plot, and summary metrics at the seed's radii. Offline mode needs no network;
 ``wandb sync <dir>`` uploads later (the command is printed and saved in wandb_run.json).
+
+W&B trouble (a bad mode, no API key online, no network, a crash inside wandb) never costs results: the run
+is dropped with one warning per process and certification goes on; every result is in the config's files.
 """
 
 from __future__ import annotations
@@ -19,9 +22,21 @@ from typing import Any
 
 from audiocert.provenance import atomic_write_json, read_json
 from audiocert.reducer import inventory
-from audiocert.shards import PLAN_FILE
+from audiocert.shards import read_plan
 
 log = logging.getLogger(__name__)
+_warned = False
+
+
+def logging_failed(what: str, error: BaseException) -> None:
+    """Say once per process that W&B logging is off and why; results do not depend on it."""
+    global _warned
+    if not _warned:
+        _warned = True
+        log.warning("W&B logging disabled (%s failed: %s: %s); certification goes on and every result is written "
+                    "to the config directories. Fix the logger settings (logger.mode / WANDB_MODE, API key) and "
+                    "log them later with `audiocert reduce DIR --wandb offline`", what, error.__class__.__name__,
+                    error)
 
 
 def run_id(sweep_name: str, config_hash: str) -> str:
@@ -38,7 +53,7 @@ class ConfigRun:
         import wandb
 
         self.wandb, self.mode, self.config_dir = wandb, mode, Path(config_dir)
-        self.plan = read_json(self.config_dir / PLAN_FILE)
+        self.plan = read_plan(self.config_dir)
         wandb_dir = Path(logger_cfg.get("dir") or self.config_dir.parent)  # wandb adds its own wandb/ folder
         wandb_dir.mkdir(parents=True, exist_ok=True)
         os.environ.setdefault("WANDB_SILENT", "true")
@@ -54,8 +69,35 @@ class ConfigRun:
         )
         self.logged: set[int] = set()
         self.samples = 0
+        self.broken = False
+
+    def _guarded(self, what: str, action) -> Any:
+        """Run a W&B action; on any failure turn this run off (with the one warning) instead of failing."""
+        if self.broken:
+            return None
+        try:
+            return action()
+        except Exception as error:
+            self.broken = True
+            logging_failed(what, error)
+            return None
 
     def log_progress(self) -> None:
+        self._guarded("logging progress", self._log_progress)
+
+    def log_results(self) -> None:
+        self._guarded("logging results", self._log_results)
+
+    def finish(self) -> dict[str, Any] | None:
+        info = self._guarded("finishing the run", self._finish)
+        if self.broken:  # close what wandb opened, quietly: the warning was given
+            try:
+                self.run.finish(exit_code=1)
+            except Exception:
+                pass
+        return info
+
+    def _log_progress(self) -> None:
         """Log the shards finished since the last call, in the order they finished (step = shards done)."""
         records = inventory(self.config_dir, self.plan).records
         new = sorted((r for i, r in records.items() if i not in self.logged), key=lambda r: r["finished_at"])
@@ -71,9 +113,9 @@ class ConfigRun:
                           "progress/samples": self.samples, "progress/samples_per_s": self.samples / wall,
                           "progress/wall_s": wall}, step=len(self.logged))
 
-    def log_results(self) -> None:
+    def _log_results(self) -> None:
         """The reduced config: curve table and line plot, summary metrics at the seed's radii."""
-        self.log_progress()
+        self._log_progress()
         summary = read_json(self.config_dir / "summary.json")
         with open(self.config_dir / "curve.csv") as handle:
             rows = [[float(r["radius"]), float(r["certified_accuracy"])] for r in csv.DictReader(handle)]
@@ -87,7 +129,7 @@ class ConfigRun:
                     "median_radius_certified", "median_snr_db", "samples", "shard_seconds"):
             self.run.summary[key] = summary[key]
 
-    def finish(self) -> dict[str, Any]:
+    def _finish(self) -> dict[str, Any]:
         run_dir = Path(self.run.dir).parent
         info = {"mode": self.mode, "run_id": self.run.id, "run_dir": str(run_dir), "project": self.run.project,
                 "sync": f"wandb sync {run_dir}" if self.mode == "offline" else None}
@@ -99,9 +141,14 @@ class ConfigRun:
 
 
 def open_config_run(config_dir: Path, logger_cfg: Mapping[str, Any] | None, sweep_name: str) -> ConfigRun | None:
-    if logger_cfg is None or logger_cfg.get("mode", "offline") == "disabled":
+    """The config's W&B run, or None when logging is disabled or W&B cannot start (one warning, no failure)."""
+    if logger_cfg is None or logger_cfg.get("mode", "offline") == "disabled" or _warned:
         return None
-    return ConfigRun(config_dir, logger_cfg, sweep_name)
+    try:
+        return ConfigRun(config_dir, logger_cfg, sweep_name)
+    except Exception as error:
+        logging_failed("starting a run", error)
+        return None
 
 
 def log_config_run(config_dir: Path, logger_cfg: Mapping[str, Any], sweep_name: str) -> dict[str, Any] | None:

@@ -1,0 +1,236 @@
+"""Trustworthy runs (fast part): independent noise blocks, strict shard validation, damaged plans, safe names,
+writes that fail loudly. The end-to-end failure cases, through the real CLI, are in test_failures.py."""
+
+from __future__ import annotations
+
+import copy
+import json
+import os
+import subprocess
+from contextlib import contextmanager
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from audiocert.provenance import CorruptFileError, WriteError, atomic_write_json, check_safe_name, inside, stable_hash
+from audiocert.reducer import IncompleteSweepError, inventory, reduce_config
+from audiocert.sampler import MAX_BLOCKS, MAX_EXAMPLES, PHASES, block_seed, block_seeds, feistel32
+from audiocert.shards import (
+    PLAN_FILE,
+    SHARD_FORMAT,
+    make_shards,
+    read_plan,
+    select_examples,
+    shard_path,
+    validate_shard_file,
+    write_plan,
+)
+
+
+# --------------------------------------------------------------------------------------------------------------
+# Noise streams: no two blocks of a plan share one
+# --------------------------------------------------------------------------------------------------------------
+def test_torch_cpu_generator_keeps_only_32_bits_of_a_seed():
+    """Why block seeds are 32-bit words: a 64-bit seed s and s + 2**32 give the same CPU stream."""
+    s = 12345
+    a = torch.randn(8, generator=torch.Generator().manual_seed(s))
+    b = torch.randn(8, generator=torch.Generator().manual_seed(s + 2**32))
+    assert torch.equal(a, b)
+
+
+def test_no_two_blocks_of_a_max_plan_share_a_stream():
+    """Every (example, phase, block) of the `max` preset on the seed's 10-speaker test set (1,000 crops per
+    speaker, 30 points each, n = 100,000 in blocks of 50) gets its own seed, hence its own stream."""
+    n, block_size = 100_000, 50
+    examples = select_examples(10, 1000, 30)
+    blocks = -(-n // block_size)
+    ex = np.repeat(examples, len(PHASES) * blocks)
+    phase = np.tile(np.repeat(np.arange(len(PHASES)), blocks), len(examples))
+    block = np.tile(np.arange(blocks), len(examples) * len(PHASES))
+    for seed in (0, 1, 2**40 + 7):
+        seeds = block_seeds(seed, ex, phase, block)
+        assert seeds.dtype == np.uint32 and np.unique(seeds).size == seeds.size == 300 * 3 * 2000
+    # The pair the 63-bit hash seeds collided on (seed 0): example 566 block 149 vs example 637 block 135.
+    assert block_seed(0, 566, "estimation", 149) != block_seed(0, 637, "estimation", 135)
+    a = torch.randn(50, 10, generator=torch.Generator().manual_seed(block_seed(0, 566, "estimation", 149)))
+    b = torch.randn(50, 10, generator=torch.Generator().manual_seed(block_seed(0, 637, "estimation", 135)))
+    assert not torch.equal(a, b)
+
+
+def test_block_seeds_are_a_bijection_and_refuse_what_they_cannot_key():
+    rng = np.random.default_rng(0)
+    words = rng.choice(2**32, size=500_000, replace=False)
+    assert np.unique(feistel32(5, words)).size == words.size  # distinct in, distinct out
+    assert not np.array_equal(feistel32(5, words), feistel32(6, words))
+    low = np.arange(1 << 20)  # a whole 20-bit range maps to 2**20 distinct words
+    assert np.unique(feistel32(0, low)).size == low.size
+    with pytest.raises(ValueError, match="block_size"):
+        block_seed(0, 0, "selection", MAX_BLOCKS)
+    with pytest.raises(ValueError, match="example index"):
+        block_seed(0, MAX_EXAMPLES, "selection", 0)
+    with pytest.raises(ValueError, match=r"seed=-1"):
+        block_seed(-1, 0, "selection", 0)
+
+
+# --------------------------------------------------------------------------------------------------------------
+# Shard validation: types and content, not only sums
+# --------------------------------------------------------------------------------------------------------------
+def small_plan() -> dict:
+    """A plan of 4 examples x 3 classes, n0 = 10, n = 20, in shards of 2 examples x 10 samples."""
+    examples = [3, 9, 14, 20]
+    inputs = [{"index": e, "label": k % 3, "digest": f"{e:016x}", "path": f"/data/{e}.flac", "offset": 0}
+              for k, e in enumerate(examples)]
+    shards = [s.__dict__ | {"examples": list(s.examples), "selection": list(s.selection),
+                            "estimation": list(s.estimation)} for s in make_shards(4, 10, 20, 2, 10)]
+    return {"config_hash": "0123456789ab", "code_version": "test", "label": "tiny-mfbe-sigma0.25",
+            "config": {"dataset": {"num_classes": 3, "name": "tiny"}, "seed": 0},
+            "quantities": {"n0": 10, "n": 20, "alpha": 0.01, "sigma": 0.25, "stage": "mfbe", "seed": 0,
+                           "device_type": "cpu", "checkpoint_digest": "x"},
+            "checkpoint": "/x.pt", "examples": examples, "inputs": inputs,
+            "inputs_digest": stable_hash([i["digest"] for i in inputs]), "shards": shards}
+
+
+def shard_record(plan: dict, index: int) -> dict:
+    shard = plan["shards"][index]
+    inputs = [plan["inputs"][p] for p in shard["examples"]]
+    width = {p: shard[p][1] - shard[p][0] for p in ("selection", "estimation")}
+    return {"format": SHARD_FORMAT, "config_hash": plan["config_hash"], "code_version": plan["code_version"],
+            "index": index, "examples": shard["examples"], "selection": shard["selection"],
+            "estimation": shard["estimation"], "dataset_indices": [i["index"] for i in inputs],
+            "labels": [i["label"] for i in inputs], "input_digests": [i["digest"] for i in inputs],
+            "stage_norms": [1.5] * len(inputs), "waveform_norms": [2.5] * len(inputs),
+            "selection_counts": [[width["selection"], 0, 0] for _ in inputs],
+            "estimation_counts": [[width["estimation"] - 1, 1, 0] for _ in inputs],
+            "seed": 0, "samples": len(inputs) * (width["selection"] + width["estimation"]), "elapsed_s": 0.5,
+            "device": "cpu", "device_type": "cpu", "host": "node", "finished_at": 1.7e9}
+
+
+def write_config(tmp_path: Path, plan: dict) -> Path:
+    config_dir = tmp_path / "cfg"
+    atomic_write_json(config_dir / PLAN_FILE, plan)
+    for index in range(len(plan["shards"])):
+        atomic_write_json(shard_path(config_dir, plan["config_hash"], index), shard_record(plan, index))
+    return config_dir
+
+
+DAMAGE = [
+    ("labels", lambda r: r.update(labels=[2, 2]), "labels"),
+    ("label out of range", lambda r: r.update(labels=[7, 1]), "labels"),
+    ("dataset indices", lambda r: r.update(dataset_indices=[3, 10]), "dataset indices"),
+    ("input digests", lambda r: r.update(input_digests=["f" * 16, r["input_digests"][1]]), "audio changed"),
+    ("float counts", lambda r: r["selection_counts"][0].__setitem__(0, 10.0), "non-negative integers"),
+    ("bool counts", lambda r: r.update(selection_counts=[[True] * 3, [10, 0, 0]]), "non-negative integers"),
+    ("negative counts", lambda r: r["estimation_counts"][0].__setitem__(1, -1), "non-negative integers"),
+    ("counts that do not add up", lambda r: r["estimation_counts"][0].__setitem__(1, 5), "do not add up"),
+    ("ragged counts", lambda r: r["estimation_counts"][0].pop(), "non-negative integers"),
+    ("nan norms", lambda r: r.update(stage_norms=[float("nan"), 1.0]), "stage_norms"),
+    ("infinite waveform norms", lambda r: r.update(waveform_norms=[float("inf"), 1.0]), "waveform_norms"),
+    ("device type", lambda r: r.update(device_type="cuda"), "device type 'cuda'"),
+    ("seed", lambda r: r.update(seed=1), "seed 1"),
+    ("index", lambda r: r.update(index=True), "shard index"),
+    ("no finish time", lambda r: r.pop("finished_at"), "finished_at"),
+    ("samples", lambda r: r.update(samples=3), "samples=3"),
+]
+
+
+@pytest.mark.parametrize("name,damage,needle", DAMAGE, ids=[d[0] for d in DAMAGE])
+def test_shard_validation_refuses_wrong_content_naming_the_file(tmp_path, name, damage, needle):
+    plan = small_plan()
+    config_dir = write_config(tmp_path, plan)
+    path = shard_path(config_dir, plan["config_hash"], 0)
+    record = shard_record(plan, 0)
+    assert validate_shard_file(path, plan) == (record, "")
+    damage(record)
+    path.write_text(json.dumps(record))
+    found, why = validate_shard_file(path, plan)
+    assert found is None and needle in why, why
+    with pytest.raises(IncompleteSweepError) as error:
+        reduce_config(config_dir)
+    assert str(path) in str(error.value) and needle in str(error.value)
+    assert not (config_dir / "certificates.tsv").exists()
+
+
+def test_valid_shards_reduce_with_the_plan_labels_and_certified_norms(tmp_path):
+    plan = small_plan()
+    config_dir = write_config(tmp_path, plan)
+    assert inventory(config_dir).complete
+    summary = reduce_config(config_dir)
+    assert summary["num_points"] == 4 and summary["median_waveform_norm"] in (None, 2.5)
+    provenance = json.loads((config_dir / "provenance.json").read_text())
+    assert provenance["device_type"] == "cpu" and provenance["inputs_digest"] == plan["inputs_digest"]
+
+
+# --------------------------------------------------------------------------------------------------------------
+# Damaged plans, changed audio, safe names
+# --------------------------------------------------------------------------------------------------------------
+@pytest.mark.parametrize("content", ['{"config_hash": "0123', "[]", '{"config_hash": "../../etc"}', ""])
+def test_a_damaged_plan_is_named_with_how_to_recover(tmp_path, content):
+    config_dir = write_config(tmp_path, small_plan())
+    (config_dir / PLAN_FILE).write_text(content)
+    for read in (read_plan, reduce_config):
+        with pytest.raises(CorruptFileError) as error:
+            read(config_dir)
+        assert str(config_dir / PLAN_FILE) in str(error.value) and "rerun the `audiocert certify`" in str(error.value)
+
+
+def test_write_plan_rewrites_a_damaged_plan_and_refuses_changed_audio(tmp_path):
+    plan = small_plan()
+    config_dir = write_config(tmp_path, plan)
+    (config_dir / PLAN_FILE).write_text('{"trunc')
+    assert write_plan(copy.deepcopy(plan), config_dir) == plan and read_plan(config_dir) == plan
+    assert inventory(config_dir).complete  # the shards validate against the rewritten plan
+    changed = copy.deepcopy(plan)
+    changed["inputs"][2]["digest"] = "e" * 16
+    changed["inputs_digest"] = stable_hash([i["digest"] for i in changed["inputs"]])
+    with pytest.raises(ValueError, match=r"test audio of .* changed since it was planned: /data/14\.flac"):
+        write_plan(changed, config_dir)
+    assert read_plan(config_dir) == plan
+
+
+def test_names_that_would_leave_their_directory_are_refused(tmp_path):
+    for bad in ("../../x", "a/b", "..", ".hidden", "", "x\ny"):
+        with pytest.raises(ValueError, match="sweep.name"):
+            check_safe_name(bad, "sweep.name")
+    assert check_safe_name("seed10-all_sigma0.25,n=1e4", "sweep.name")
+    with pytest.raises(ValueError, match="outside"):
+        inside(tmp_path / ".." / "elsewhere.png", tmp_path)
+    plan = small_plan()
+    config_dir = write_config(tmp_path, plan)
+    crafted = dict(plan, label="../../../escape")
+    (config_dir / PLAN_FILE).write_text(json.dumps(crafted))
+    with pytest.raises(CorruptFileError, match="label"):
+        read_plan(config_dir)
+
+
+# --------------------------------------------------------------------------------------------------------------
+# Writes on a full or read-only file system fail loudly, naming the file, and keep what was there
+# --------------------------------------------------------------------------------------------------------------
+@contextmanager
+def mounted_tmpfs(path: Path, options: str):
+    """A real small or read-only file system (tmpfs) at ``path``; needs root, which CI and `make test` have."""
+    if os.geteuid() != 0:
+        pytest.skip("mounting a tmpfs needs root (CI runs as root)")
+    path.mkdir(parents=True, exist_ok=True)
+    subprocess.run(["mount", "-t", "tmpfs", "-o", options, "tmpfs", str(path)], check=True)
+    try:
+        yield path
+    finally:
+        subprocess.run(["umount", "-l", str(path)], check=True)
+
+
+def test_full_disk_and_read_only_directory_raise_write_errors_naming_the_file(tmp_path):
+    with mounted_tmpfs(tmp_path / "small", "size=16k") as small:
+        atomic_write_json(small / "kept.json", {"a": 1})
+        with pytest.raises(OSError), open(small / "filler", "wb") as handle:  # fill the file system
+            while True:
+                handle.write(b"\0" * 4096)
+                handle.flush()
+        with pytest.raises(WriteError, match=r"cannot write .*kept\.json: No space left on device .*full"):
+            atomic_write_json(small / "kept.json", {"a": 2, "pad": "x" * 8192})
+        assert json.loads((small / "kept.json").read_text()) == {"a": 1}  # the old result is intact
+        assert not list(small.glob(".*.tmp"))
+    with mounted_tmpfs(tmp_path / "ro", "ro,size=16k") as ro:
+        with pytest.raises(WriteError, match=r"cannot write .*ro/x\.json: Read-only file system"):
+            atomic_write_json(ro / "x.json", {})
