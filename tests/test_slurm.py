@@ -144,3 +144,13 @@ def test_rerun_while_queued_submits_only_what_is_missing(cluster, trained):
     ran_in = {json.loads(p.read_text())["index"]: json.loads(p.read_text())["slurm_task"]
               for p in (config / "shards").glob("*.json")}
     assert {str(i): j for i, j in ran_in.items()} == second["shards"]  # each shard ran once, in its recorded task
+
+
+def test_a_bad_config_in_a_sweep_submits_nothing(cluster, trained):
+    """Every config is checked before the first submission: one impossible sigma stops the whole sweep."""
+    runs = trained["runs"]
+    result = run_cli(["certify", "-m", *certify_overrides(trained, "slurm-bad", "launcher=slurm"),
+                      "smoothing.sigma=0.25,-1"], runs, check=False)
+    assert result.returncode != 0 and "smoothing.sigma=-1" in result.stderr, result.stderr[-3000:]
+    sweep = runs / "sweeps" / "slurm-bad"
+    assert not list(sweep.glob("*/jobs.json")) and not (sweep / "logs" / "slurm").exists()
