@@ -234,3 +234,25 @@ def test_full_disk_and_read_only_directory_raise_write_errors_naming_the_file(tm
     with mounted_tmpfs(tmp_path / "ro", "ro,size=16k") as ro:
         with pytest.raises(WriteError, match=r"cannot write .*ro/x\.json: Read-only file system"):
             atomic_write_json(ro / "x.json", {})
+
+
+# --------------------------------------------------------------------------------------------------------------
+# The device type decides the base classifier (fp32 CPU vs bf16 CUDA): it is part of the config and of every shard
+# --------------------------------------------------------------------------------------------------------------
+def test_device_type_is_part_of_the_config_hash_and_shards_elsewhere_are_refused():
+    from hydra import compose, initialize_config_dir
+
+    from audiocert.shards import ShardContext, certified_quantities
+
+    conf = str(Path(__file__).resolve().parents[1] / "conf")
+    with initialize_config_dir(config_dir=conf, version_base="1.3"):
+        cpu = certified_quantities(compose("certify", ["device=cpu", "certify.bf16=true"]))
+        cuda = certified_quantities(compose("certify", ["device=cuda", "certify.bf16=true"]))
+        slurm_gpu = certified_quantities(compose("certify", ["launcher=slurm", "launcher.gpus_per_task=1"]))
+    assert (cpu["device_type"], cuda["device_type"], slurm_gpu["device_type"]) == ("cpu", "cuda", "cuda")
+    assert stable_hash(cpu) != stable_hash(cuda)
+    plan = small_plan()
+    plan["config"]["device"] = "cpu"
+    plan["quantities"]["device_type"] = "cuda"  # planned for GPU nodes; this process has only a CPU
+    with pytest.raises(RuntimeError, match="planned for device type 'cuda' but this process computes on 'cpu'"):
+        ShardContext(plan)

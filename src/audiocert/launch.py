@@ -421,6 +421,7 @@ def finish_slurm(entries: Sequence[Mapping[str, Any]]) -> list[dict[str, Any]]:
     submitted = [Path(r["config_dir"]) for r in results if r.get("submitted")]
     if submitted:
         wait_for_configs(submitted)
+        print(format_status(entries[0]["sweep_dir"]))
     for result in results:
         if result.pop("submitted", False):
             config_dir = Path(result["config_dir"])
