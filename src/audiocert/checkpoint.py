@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import io
-from collections.abc import Mapping
+import time
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -34,6 +35,59 @@ def save_checkpoint(path: str | Path, state: dict[str, Any]) -> Path:
     return atomic_write_bytes(path, buffer.getvalue())
 
 
+# How to get a usable checkpoint again, for errors about one that cannot be used.
+RETRAIN_HINT = "retrain it with `audiocert train ...` (same dataset= and model=) or pass checkpoint=PATH to another one"
+
+
+class CorruptCheckpointError(ValueError):
+    """A checkpoint file torch cannot read, or whose contents are not a checkpoint; the message names the file."""
+
+
+def error_reason(error: Exception) -> str:
+    """A one-line cause of a failure to load a checkpoint.
+
+    torch's own message for a weights-only failure is a paragraph advising weights_only=False, which is wrong for a
+    damaged file (and unsafe), so only its specific part is kept.
+    """
+    text = str(error)
+    if "WeightsUnpickler error:" in text:
+        text = text.split("WeightsUnpickler error:", 1)[1].split("Check the documentation of torch.load", 1)[0]
+    line = " ".join(text.split())  # load_state_dict's message spreads over lines: "Error(s) in ...:\n\tMissing..."
+    detail = line if len(line) <= 200 else line[:197] + "..."
+    if isinstance(error, EOFError) and not detail:
+        detail = "the file ends too early (empty or cut short)"
+    return f"{type(error).__name__}: {detail}" if detail else type(error).__name__
+
+
+def read_checkpoint(
+    path: str | Path, device: torch.device | str = "cpu", required: Iterable[str] = ()
+) -> dict[str, Any]:
+    """The dict in checkpoint ``path`` (loaded with weights_only=True), holding at least the ``required`` keys.
+
+    Raises :class:`CorruptCheckpointError` naming the file when torch cannot read it (truncated, empty, random bytes,
+    not weights-only) or it holds no such dict.
+    """
+    try:
+        state = torch.load(path, map_location=device, weights_only=True)
+    except Exception as error:  # torch raises many types (RuntimeError, EOFError, UnpicklingError...) for a bad file
+        raise CorruptCheckpointError(f"{path} is corrupt or not a checkpoint ({error_reason(error)})") from error
+    if not isinstance(state, dict):
+        raise CorruptCheckpointError(f"{path} is not a checkpoint: it holds a {type(state).__name__}, not a dict")
+    if missing := [key for key in required if key not in state]:
+        raise CorruptCheckpointError(f"{path} is not a complete checkpoint: it lacks {', '.join(missing)}")
+    return state
+
+
+def set_aside(path: str | Path) -> Path:
+    """Rename a corrupt file to ``<name>.corrupt-<timestamp>`` beside it, so that nothing is silently deleted."""
+    path = Path(path)
+    stamp = time.strftime("%Y%m%d-%H%M%S")
+    target, n = path.with_name(f"{path.name}.corrupt-{stamp}"), 1
+    while target.exists():  # never overwrite an earlier corrupt copy set aside in the same second
+        target, n = path.with_name(f"{path.name}.corrupt-{stamp}-{n}"), n + 1
+    return path.rename(target)
+
+
 def architecture_mismatch(state: Mapping[str, Any]) -> str | None:
     """None when ``state`` was saved by this code's model architecture, else the architecture it holds."""
     label = state.get("architecture")
@@ -59,10 +113,12 @@ def load_checkpoint(path: str | Path, device: torch.device | str = "cpu") -> Loa
             "or pass checkpoint=/path/to/best.pt"
         )
     try:
-        state = torch.load(path, map_location=device, weights_only=True)
-        config = state["config"]
-    except Exception as error:  # torch raises many types for a bad file; the user needs the path
-        raise ValueError(f"checkpoint {path} is not an audiocert checkpoint or is corrupt: {error}") from error
+        state = read_checkpoint(path, device, required=("config", "model", "num_classes"))
+    except CorruptCheckpointError as error:
+        raise CorruptCheckpointError(f"checkpoint {error}: {RETRAIN_HINT}") from error
+    config = state["config"]
+    if not isinstance(config, dict):
+        raise CorruptCheckpointError(f"checkpoint {path} holds no config dict: {RETRAIN_HINT}")
     if (other := architecture_mismatch(state)) is not None:
         raise ValueError(
             f"checkpoint {path} holds a {other} model, but this audiocert "
@@ -73,7 +129,8 @@ def load_checkpoint(path: str | Path, device: torch.device | str = "cpu") -> Loa
         model = build_model(config["model"], int(state["num_classes"]))
         model.load_state_dict(state["model"])
     except Exception as error:
-        raise ValueError(f"checkpoint {path} does not fit the model its config describes: {error}") from error
+        raise ValueError(f"checkpoint {path} does not fit the model its config describes ({error}): {RETRAIN_HINT}"
+                         ) from error
     frontend = build_frontend(config.get("frontend"))
     return LoadedClassifier(
         model=model.to(device).eval(), frontend=frontend.to(device), config=config,

@@ -3,7 +3,8 @@
 Augmentation adds N(0, sigma^2) noise at a frontend stage (waveform, magspec or mfbe), as the seed's
 "augmented" models did: x_stage + sigma * eps -> rest of the frontend -> model. Checkpoints (``last.pt`` every
 epoch, ``best.pt`` at the best validation accuracy) hold tensors and plain metadata only, load with
-``torch.load(weights_only=True)``, and let a rerun resume where the last one stopped.
+``torch.load(weights_only=True)``, and let a rerun resume where the last one stopped. A corrupt checkpoint (a write
+cut short, a damaged disk) is renamed to ``<name>.corrupt-<timestamp>`` with a warning, and training starts afresh.
 """
 
 from __future__ import annotations
@@ -20,11 +21,20 @@ from torch import nn
 from torch.utils.data import DataLoader
 from tqdm import tqdm
 
-from audiocert.checkpoint import architecture_mismatch, build_frontend, build_model, save_checkpoint
+from audiocert.checkpoint import (
+    CorruptCheckpointError,
+    architecture_mismatch,
+    build_frontend,
+    build_model,
+    error_reason,
+    read_checkpoint,
+    save_checkpoint,
+    set_aside,
+)
 from audiocert.data import CropDataset, build_datasets
 from audiocert.devices import resolve_device
 from audiocert.frontend import STAGES, DeepSpeakerFrontend
-from audiocert.model import ARCHITECTURE
+from audiocert.model import ARCHITECTURE, ResCNN
 from audiocert.provenance import atomic_write_json, code_version, read_json
 
 log = logging.getLogger(__name__)
@@ -84,20 +94,66 @@ def config_changes(old: dict[str, Any], new: dict[str, Any], prefix: str = "") -
     return changed
 
 
-def finished_training(output_dir: Path, resolved: dict[str, Any]) -> dict[str, Any] | None:
-    """The metrics of a finished run of exactly this config and model architecture in ``output_dir``, else None."""
-    best, metrics = output_dir / "best.pt", output_dir / "metrics.json"
-    if not (best.is_file() and metrics.is_file()):
+def finished_training(
+    output_dir: Path, best_state: dict[str, Any] | None, resolved: dict[str, Any]
+) -> dict[str, Any] | None:
+    """The metrics of a finished run of exactly this config and model architecture in ``output_dir``, else None.
+
+    ``best_state`` is the content of its best.pt (None when there is none).
+    """
+    metrics = output_dir / "metrics.json"
+    if best_state is None or not metrics.is_file():
+        return None
+    if architecture_mismatch(best_state) is not None or best_state.get("config") != resolved:
         return None
     try:
-        state = torch.load(best, map_location="cpu", weights_only=True)
-    except Exception:  # an unreadable checkpoint is retrained, not trusted
+        summary = read_json(metrics)  # written last: it must be this checkpoint's, not an earlier run's
+    except ValueError:  # a damaged metrics.json is rewritten by training again, not trusted
         return None
-    if architecture_mismatch(state) is not None or state.get("config") != resolved:
-        return None
-    summary = read_json(metrics)  # written last: it must be this checkpoint's, not an earlier run's
-    accuracy = state.get("metrics", {}).get("clean_test_accuracy")
+    recorded = best_state.get("metrics")
+    accuracy = recorded.get("clean_test_accuracy") if isinstance(recorded, dict) else None
     return summary if accuracy is not None and summary.get("clean_test_accuracy") == accuracy else None
+
+
+# What resuming takes from last.pt: a last.pt without them is damaged, and is set aside rather than trusted.
+RESUME_KEYS = ("model", "optimizer", "scheduler", "epoch", "config", "metrics")
+
+
+def set_corrupt_aside(path: Path, problem: str, consequence: str) -> None:
+    """Rename a corrupt checkpoint out of the way (never delete it) with one warning that names it and what follows."""
+    log.warning("%s; moved it aside to %s and %s", problem, set_aside(path), consequence)
+
+
+def resumable_state(last: Path, resolved: dict[str, Any]) -> dict[str, Any] | None:
+    """The content of ``last`` when training can continue from it, else None with a warning saying why."""
+    if not last.is_file():
+        return None
+    try:
+        state = read_checkpoint(last, "cpu", required=RESUME_KEYS)  # the optimizer moves its state to the device
+        if not (isinstance(state["config"], dict) and isinstance(state["metrics"], dict)):
+            raise CorruptCheckpointError(f"{last} is not a training checkpoint: its config or metrics is no dict")
+    except CorruptCheckpointError as error:
+        set_corrupt_aside(last, str(error), "training from scratch")
+        return None
+    if (other := architecture_mismatch(state)) is not None:
+        log.warning("%s holds a %s model, not %s: training from scratch", last, other, ARCHITECTURE)
+        return None
+    if changed := config_changes(state["config"], resolved):
+        log.warning("%s was trained under another config (%s): training from scratch", last, ", ".join(changed))
+        return None
+    return state
+
+
+def build_trainer(
+    cfg: DictConfig, num_classes: int, device: torch.device
+) -> tuple[ResCNN, torch.optim.Adam, torch.optim.lr_scheduler.ReduceLROnPlateau]:
+    """A freshly initialised model with its optimizer and LR scheduler."""
+    model = build_model(cfg.model, num_classes).to(device)
+    optimizer = torch.optim.Adam(model.parameters(), lr=float(cfg.train.lr))
+    scheduler = torch.optim.lr_scheduler.ReduceLROnPlateau(
+        optimizer, mode="max", factor=0.5, patience=int(cfg.train.lr_patience)
+    )
+    return model, optimizer, scheduler
 
 
 def run_training(cfg: DictConfig, output_dir: str | Path) -> dict[str, Any]:
@@ -106,10 +162,28 @@ def run_training(cfg: DictConfig, output_dir: str | Path) -> dict[str, Any]:
     output_dir = Path(output_dir)
     output_dir.mkdir(parents=True, exist_ok=True)
     resolved = OmegaConf.to_container(cfg, resolve=True)
-    if cfg.train.resume and (done := finished_training(output_dir, resolved)) is not None:
-        log.info("%s already holds this config's trained model (clean test accuracy %.4f): nothing to do; "
-                 "set train.resume=false to train it again", output_dir, done["clean_test_accuracy"])
-        return done
+    last, best = output_dir / "last.pt", output_dir / "best.pt"
+    state = None
+    if cfg.train.resume:
+        best_state, best_lost = None, False
+        if best.is_file():
+            try:
+                best_state = read_checkpoint(best, "cpu", required=("config", "metrics"))
+            except CorruptCheckpointError as error:
+                set_corrupt_aside(best, str(error), "training from scratch")
+                best_lost = True
+        if (done := finished_training(output_dir, best_state, resolved)) is not None:
+            log.info("%s already holds this config's trained model (clean test accuracy %.4f): nothing to do; "
+                     "set train.resume=false to train it again", output_dir, done["clean_test_accuracy"])
+            return done
+        state = resumable_state(last, resolved)
+        if state is not None and best_state is None:
+            # last.pt's best validation accuracy is that of the model in best.pt: resuming without it could end
+            # with no best model at all.
+            if not best_lost:  # a lost best.pt has had its warning already
+                log.warning("%s cannot be resumed without %s: training from scratch", last, best)
+            state = None
+        del best_state  # a whole model's weights; only whether it was there matters from here on
     torch.manual_seed(int(cfg.seed))
     if cfg.train.get("threads"):
         torch.set_num_threads(int(cfg.train.threads))
@@ -121,30 +195,29 @@ def run_training(cfg: DictConfig, output_dir: str | Path) -> dict[str, Any]:
         sample_rate=int(cfg.dataset.sample_rate), resample=bool(cfg.dataset.resample),
     )
     frontend = build_frontend(cfg.get("frontend")).to(device)
-    model = build_model(cfg.model, len(bundle.speakers)).to(device)
-    optimizer = torch.optim.Adam(model.parameters(), lr=float(cfg.train.lr))
-    scheduler = torch.optim.lr_scheduler.ReduceLROnPlateau(
-        optimizer, mode="max", factor=0.5, patience=int(cfg.train.lr_patience)
-    )
+    initial_rng = torch.get_rng_state()  # a resume that fails starts from the weights a fresh run would have
+    model, optimizer, scheduler = build_trainer(cfg, len(bundle.speakers), device)
     stage, sigma = cfg.train.augment.stage, float(cfg.train.augment.sigma)
     use_amp = device.type == "cuda" and bool(cfg.train.get("amp", True))
-    last, best = output_dir / "last.pt", output_dir / "best.pt"
     history: list[dict[str, float]] = []
     start_epoch, best_accuracy, stale = 0, -1.0, 0
-    state = torch.load(last, map_location=device, weights_only=True) if cfg.train.resume and last.is_file() else None
-    if state is not None and (other := architecture_mismatch(state)) is not None:
-        log.warning("%s holds a %s model, not %s: training from scratch", last, other, ARCHITECTURE)
-        state = None
-    if state is not None and (changed := config_changes(state.get("config", {}), resolved)):
-        log.warning("%s was trained under another config (%s): training from scratch", last, ", ".join(changed))
-        state = None
     if state is not None:
-        model.load_state_dict(state["model"])
-        optimizer.load_state_dict(state["optimizer"])
-        scheduler.load_state_dict(state["scheduler"])
-        start_epoch, best_accuracy = int(state["epoch"]) + 1, float(state["metrics"]["best_val_accuracy"])
-        stale, history = int(state["metrics"]["stale_epochs"]), list(state["metrics"]["history"])
-        log.info("resuming from %s at epoch %d", last, start_epoch)
+        try:
+            resumed = (int(state["epoch"]) + 1, float(state["metrics"]["best_val_accuracy"]),
+                       int(state["metrics"]["stale_epochs"]), list(state["metrics"]["history"]))
+            model.load_state_dict(state["model"])
+            optimizer.load_state_dict(state["optimizer"])
+            scheduler.load_state_dict(state["scheduler"])
+        except Exception as error:  # readable but damaged: the weights or counters do not fit this config
+            set_corrupt_aside(last, f"{last} is damaged: its contents do not fit this config ({error_reason(error)})",
+                              "training from scratch")
+            # A failed load_state_dict may have copied some tensors already: rebuild from the initial weights.
+            torch.set_rng_state(initial_rng)
+            model, optimizer, scheduler = build_trainer(cfg, len(bundle.speakers), device)
+        else:
+            start_epoch, best_accuracy, stale, history = resumed
+            log.info("resuming from %s at epoch %d", last, start_epoch)
+        del state
 
     def state_dict(epoch: int, metrics: dict[str, Any]) -> dict[str, Any]:
         return {
@@ -197,7 +270,7 @@ def run_training(cfg: DictConfig, output_dir: str | Path) -> dict[str, Any]:
 
     if not best.is_file():
         raise RuntimeError(f"no checkpoint was written to {best}: train.epochs={cfg.train.epochs} ran no epoch")
-    state = torch.load(best, map_location=device, weights_only=True)
+    state = read_checkpoint(best, device, required=("model", "metrics"))
     model.load_state_dict(state["model"])
     test_accuracy = evaluate(model, frontend, bundle.test, device, int(cfg.train.batch_size))
     state["metrics"]["clean_test_accuracy"] = test_accuracy
