@@ -50,7 +50,7 @@ def compose(name: str, overrides: list[str]):
 
 @pytest.fixture(scope="module")
 def sweep(tiny_corpus, tmp_path_factory) -> dict:
-    from audiocert.launch import config_dir_for, plan_config
+    from audiocert.launch import config_dir_for, finish_sweep, plan_config
     from audiocert.shards import make_plan, write_plan
 
     root = tmp_path_factory.mktemp("report")
@@ -66,7 +66,9 @@ def sweep(tiny_corpus, tmp_path_factory) -> dict:
     try:
         for stage, sigma, n in CONFIGS:
             overrides = [*base, f"representation={stage}", f"smoothing.sigma={sigma}", f"certify.n={n}"]
-            dirs[(stage, sigma)] = Path(plan_config(compose("certify", overrides))["config_dir"])
+            entry = plan_config(compose("certify", overrides))
+            finish_sweep([entry], progress=False)
+            dirs[(stage, sigma)] = Path(entry["config_dir"])
     finally:
         torch.set_num_threads(threads)
     stage, sigma, n = INCOMPLETE  # planned, never run: the report must list it as incomplete
@@ -224,18 +226,23 @@ def test_rerun_uses_lipschitz_cache_and_custom_radii(sweep, tmp_path, monkeypatc
 def test_configs_of_a_retrained_checkpoint_are_superseded(sweep, tmp_path):
     """Retraining in place changes the checkpoint's digest: the old certificates leave the tables."""
     from audiocert.checkpoint import save_checkpoint
-    from audiocert.launch import plan_config
+    from audiocert.launch import finish_sweep, plan_config
     from audiocert.report import write_report
+
+    def certify(overrides: list[str]) -> Path:
+        entry = plan_config(compose("certify", overrides))
+        finish_sweep([entry], progress=False)
+        return Path(entry["config_dir"])
 
     checkpoint = tiny_checkpoint(tmp_path / "model.pt", sweep["speakers"])
     overrides = [*sweep["base"], f"checkpoint={checkpoint}", f"sweep.dir={tmp_path / 'sweep'}",
                  "representation=mfbe", "smoothing.sigma=0.25", "certify.n=30"]
     threads = torch.get_num_threads()
     try:
-        old = Path(plan_config(compose("certify", overrides))["config_dir"])
+        old = certify(overrides)
         state = torch.load(checkpoint, weights_only=True)
         save_checkpoint(checkpoint, {**state, "metrics": {"clean_test_accuracy": 0.75}})  # "retrained"
-        new = Path(plan_config(compose("certify", overrides))["config_dir"])
+        new = certify(overrides)
     finally:
         torch.set_num_threads(threads)
     assert old != new and (old / "certificates.tsv").is_file() and (new / "certificates.tsv").is_file()
