@@ -38,13 +38,12 @@ from audiocert.prepare import ensure_dataset
 from audiocert.provenance import atomic_write_json, check_safe_name, read_json
 from audiocert.reducer import inventory, reduce_config
 from audiocert.shards import config_label, make_plan, plan_shards, read_plan, run_shards, shard_done, write_plan
-from audiocert.status import failure_summary, format_status, process_start_time, wait_for_configs
+from audiocert.status import JOBS_FILE, failure_summary, format_status, process_start_time, wait_for_configs
 from audiocert.tracking import ConfigRun, log_config_run, open_config_run
 
 log = logging.getLogger(__name__)
 
 FAILURE_DIR = "failures"
-JOBS_FILE = "jobs.json"
 
 
 def config_dir_for(sweep_dir: Path, plan: Mapping[str, Any]) -> Path:
