@@ -155,22 +155,159 @@ def section(text: str, stage: str, sigma: float) -> str:
     return text[start:text.index("\n### ", start + 1) if "\n### " in text[start + 1:] else len(text)]
 
 
-def test_magspec_states_lipschitz_and_waveform_radius(sweep):
-    from audiocert.report import lipschitz_waveform_to_magspec
+def frontend_cfg(sweep) -> dict:
+    return read_json(sweep["dirs"][("magspec", 0.25)] / "plan.json")["config"]["frontend"]
 
-    expected = lipschitz_waveform_to_magspec(DeepSpeakerFrontend(), CROP)  # the power-iteration estimate
+
+def test_magspec_states_proven_lipschitz_bound_and_waveform_radius(sweep):
+    from audiocert.lipschitz import lipschitz_power_iteration, waveform_lipschitz_bound
+
+    proven = waveform_lipschitz_bound(frontend_cfg(sweep), CROP)
+    assert proven.boundary_excess > 0  # 4,000 samples: the last frame is zero-padded, a boundary term is added
+    lower = lipschitz_power_iteration(DeepSpeakerFrontend(), CROP)["lipschitz"]
+    assert lower <= proven.bound
     for sigma in (0.25, 0.5):
         text = section(sweep["text"], "magspec", sigma)
-        L = float(re.search(r"Lipschitz constant L = ([\d.]+)", text)[1])
-        assert L >= expected and L == pytest.approx(expected, rel=2e-3)  # a conservative upper value
+        L = float(re.search(r"proven Lipschitz bound L = ([\d.]+)", text)[1])
+        assert proven.bound <= L <= proven.bound + 1e-6  # displayed rounded up, never below the proven value
+        for words in ("polyphase symbol", "branch-and-bound", f"within {proven.tolerance:g}", "boundary term",
+                      f"D = {proven.derivative_bound:.4g}", "closed form"):
+            assert words in text, words
+        assert "power iteration" not in text and "from below" not in text
         raw = float(re.search(r"Raw radius:\*\* median ([\d.e+-]+)", text)[1])
         certs = read_certificates(sweep["dirs"][("magspec", sigma)] / "certificates.tsv")
         certified = [c["radius"] for c in certs if c["correct"] and c["radius"] > 0]
         assert certified, "the tiny model should certify some magspec points"
         assert raw == pytest.approx(float(np.median(certified)), rel=1e-3)
         waveform = float(re.search(r"waveform radius r / L = ([\d.e+-]+)", text)[1])
-        assert waveform == pytest.approx(raw / L, rel=1e-3)
-        assert "SNR-equivalent" in text and "dB" in text
+        assert waveform == pytest.approx(raw / proven.bound, rel=1e-3)
+        assert "SNR-equivalent" in text and "dB" in text and "Waveform-equivalent SNR" in text
+
+
+def waveform_rows(text: str) -> dict[str, list[str]]:
+    """The rows of the waveform-guarantee table (first in 'What each certificate means'), keyed by config."""
+    table = text.split("## What each certificate means")[1].split("\n### ")[0]
+    return {line.split("|")[1].strip(): [c.strip() for c in line.strip().strip("|").split("|")]
+            for line in table.splitlines() if line.startswith("| ") and not line.startswith("| config |")}
+
+
+def test_waveform_snr_of_magspec_is_the_reducer_median_plus_20_log10_L(sweep, tmp_path):
+    """median_wave_to_radius_db + 20 log10(L) beside the feature SNR; 'n/a' for a summary without the field."""
+    import math
+    import shutil
+
+    from audiocert.lipschitz import waveform_lipschitz_bound
+    from audiocert.provenance import atomic_write_json
+    from audiocert.report import write_report
+
+    source = sweep["dirs"][("magspec", 0.25)]
+    new, old = tmp_path / "sweep" / "new-magspec", tmp_path / "sweep" / "old-magspec"
+    for target, label in ((new, "tiny4-magspec-new"), (old, "tiny4-magspec-old")):
+        shutil.copytree(source, target)
+        plan = read_json(target / "plan.json")
+        summary = read_json(target / "summary.json")
+        plan["label"], summary["label"] = label, label
+        summary.pop("median_wave_to_radius_db", None)
+        if target == new:
+            summary |= {"median_wave_to_radius_db": 3.25, "median_waveform_norm": 12.5}
+        atomic_write_json(target / "plan.json", plan)
+        atomic_write_json(target / "summary.json", summary)
+    text = write_report([tmp_path / "sweep"], tmp_path / "out").read_text()
+    L = waveform_lipschitz_bound(frontend_cfg(sweep), CROP).bound
+    expected = f"{3.25 + 20 * math.log10(L):.1f} dB"
+    new_section = text[text.index("### tiny4-magspec-new ("):]
+    new_section = new_section[:new_section.index("\n### ")]
+    assert f"median 20 log10(‖x_waveform‖·L / r) = {expected}" in new_section
+    assert "median ‖x_waveform‖ = 12.5" in new_section
+    old_section = text[text.index("### tiny4-magspec-old ("):]
+    assert "**Waveform-equivalent SNR:** n/a" in old_section.split("\n### ")[0]
+    rows = waveform_rows(text)
+    assert rows["tiny4-magspec-new"][6] == expected and rows["tiny4-magspec-old"][6] == "n/a"
+    assert rows["tiny4-magspec-new"][3].endswith("dB")  # the feature-space SNR beside it
+
+
+def test_waveform_table_and_snr_lines(sweep):
+    text = sweep["text"]
+    table = text.split("## What each certificate means")[1].split("\n### ")[0]
+    assert "| config | stage | median radius (stage) | SNR-equivalent (stage) | L | median waveform radius | " \
+           "waveform-equivalent SNR |" in table
+    rows = waveform_rows(text)
+    assert len(rows) == len(CONFIGS)
+    mfbe = rows["tiny4-mfbe-sigma0.25"]
+    assert mfbe[4] == "none (normalization)" and mfbe[5] == "no waveform guarantee" and mfbe[6] == "none"
+    waveform = rows["tiny4-waveform-sigma0.25"]
+    assert waveform[4] == "— (direct)" and waveform[6] == waveform[3]  # the two SNRs coincide
+    magspec = rows["tiny4-magspec-sigma0.25"]
+    assert float(magspec[4]) == pytest.approx(69.0805, abs=1e-3)
+    assert "Waveform-equivalent SNR:** none (no waveform guarantee)" in section(text, "mfbe", 0.25)
+
+
+def test_a_frontend_without_proven_bound_gets_no_waveform_guarantee(sweep, tmp_path):
+    import shutil
+
+    from audiocert.provenance import atomic_write_json
+    from audiocert.report import NO_BOUND, write_report
+
+    target = tmp_path / "sweep" / "hann-magspec"
+    shutil.copytree(sweep["dirs"][("magspec", 0.25)], target)
+    shutil.copytree(sweep["dirs"][("waveform", 0.25)], tmp_path / "sweep" / "waveform")
+    plan = read_json(target / "plan.json")
+    plan["label"] = "tiny4-magspec-hann"
+    plan["config"]["frontend"] = {**plan["config"]["frontend"], "window": "hann"}  # not what the bound derives
+    atomic_write_json(target / "plan.json", plan)
+    text = write_report([tmp_path / "sweep"], tmp_path / "out").read_text()
+    meaning = text[text.index("### tiny4-magspec-hann ("):]
+    assert NO_BOUND in meaning and "r / L" not in meaning and "Lipschitz bound L =" not in meaning
+    assert "Waveform-equivalent SNR:** none" in meaning
+    row = waveform_rows(text)["tiny4-magspec-hann"]
+    assert row[4] == "no proven bound" and row[5] == "no waveform guarantee" and row[6] == "none"
+    assert f"Left out ({NO_BOUND}): tiny4-magspec-hann" in text  # the waveform-space figure's caption
+    assert (tmp_path / "out" / "waveform_equivalent_tiny4.png").is_file()
+
+
+def test_report_never_writes_outside_its_directory(sweep, tmp_path):
+    """Labels, dataset / stage names and hashes from a crafted plan cannot steer a file out of the report dir."""
+    import shutil
+
+    from audiocert.provenance import atomic_write_json
+    from audiocert.report import SAFE_NAME, output_file, slug, write_report
+
+    root = tmp_path / "root"
+    for (stage, sigma), name in (((("magspec", 0.25)), "a"), ((("waveform", 0.25)), "b")):
+        target = root / "sweep" / name
+        shutil.copytree(sweep["dirs"][(stage, sigma)], target)
+        plan, summary = read_json(target / "plan.json"), read_json(target / "summary.json")
+        plan["label"] = summary["label"] = "../../x"
+        plan["config"]["dataset"]["name"] = summary["dataset"] = "../../escaped/ds"
+        plan["config_hash"] = summary["config_hash"] = "../../../hash/" + name
+        if name == "b":
+            plan["quantities"]["stage"] = summary["stage"] = "../../../stage/evil"
+        atomic_write_json(target / "plan.json", plan)
+        atomic_write_json(target / "summary.json", summary)
+    out = root / "sweep" / "deep" / "report"
+    before = {p for p in tmp_path.rglob("*")}
+    report = write_report([root / "sweep"], out)
+    written = {p for p in tmp_path.rglob("*")} - before
+    assert report.parent == out and written, "the report should have been written"
+    outside = [p for p in written if not (p == out or out in p.parents or p in out.parents)]
+    assert not outside, outside
+    assert not (root / "escaped").exists() and not (tmp_path / "x").exists() and not (root / "stage").exists()
+    pngs = sorted(p.name for p in out.glob("*.png"))
+    assert pngs and all(SAFE_NAME.fullmatch(name) for name in pngs)
+    assert all(p.parent == out for p in out.rglob("*"))
+    text = report.read_text()
+    for name in pngs:
+        assert f"]({name})" in text
+    # the slug keeps distinct names apart and never leaves [A-Za-z0-9._-]
+    assert slug("tiny4") == "tiny4" and slug("a/b") != slug("a_b") and SAFE_NAME.fullmatch(slug("../../é x"))
+    assert not slug("..").startswith(".") and not slug(".hidden").startswith(".")
+    # every path is checked: anything that is not a plain name inside the directory raises, naming it
+    for bad in ("../x.png", "a/b.png", "..", "", "x\x00.png", "é.png"):
+        with pytest.raises(ValueError, match=re.escape(repr(bad))):
+            output_file(out, bad)
+    (out / "link.png").symlink_to(tmp_path / "elsewhere.png")
+    with pytest.raises(ValueError, match="link.png"):
+        output_file(out, "link.png")
 
 
 def test_waveform_and_mfbe_meaning(sweep):
@@ -205,6 +342,7 @@ def test_header_accuracy_and_incomplete(sweep):
 
 
 def test_rerun_uses_lipschitz_cache_and_custom_radii(sweep, tmp_path, monkeypatch):
+    import json
     import shutil
 
     import audiocert.report as report
@@ -212,15 +350,23 @@ def test_rerun_uses_lipschitz_cache_and_custom_radii(sweep, tmp_path, monkeypatc
     out = tmp_path / "out"
     out.mkdir()
     shutil.copy(sweep["report"].parent / "lipschitz.json", out / "lipschitz.json")
+    [entry] = json.loads((out / "lipschitz.json").read_text()).values()
+    assert entry["num_samples"] == CROP and entry["bound"] >= entry["lower"] and "derivative_bound" in entry
+    assert entry["tolerance"] == 1e-6 and "polyphase" in entry["method"]
 
     def refuse(*args, **kwargs):
-        raise AssertionError("the cached Lipschitz constant should have been used")
+        raise AssertionError("the cached Lipschitz bound should have been used")
 
-    monkeypatch.setattr(report, "lipschitz_power_iteration", refuse)
+    monkeypatch.setattr(report, "bound_for", refuse)
     path = report.write_report([sweep["dir"]], out, radii=[0.1, 0.2])
     text = path.read_text()
     assert path == out / "report.md" and "| r = 0.1 | r = 0.2 | ceiling |" in text
     assert not list(out.glob(".*.tmp"))
+    # a cache entry that does not hold together is recomputed, not trusted
+    key = next(iter(json.loads((out / "lipschitz.json").read_text())))
+    (out / "lipschitz.json").write_text(json.dumps({key: {**entry, "bound": 1.0}}))
+    with pytest.raises(AssertionError, match="cached Lipschitz bound"):
+        report.write_report([sweep["dir"]], out)
 
 
 def test_configs_of_a_retrained_checkpoint_are_superseded(sweep, tmp_path):
@@ -257,31 +403,3 @@ def test_configs_of_a_retrained_checkpoint_are_superseded(sweep, tmp_path):
     assert len([line for line in accuracy.splitlines() if line.startswith("| tiny4-mfbe")]) == 1
     everything = write_report([tmp_path / "sweep"], tmp_path / "all", include_superseded=True).read_text()
     assert len(tables(everything)["mfbe"]) == 4 and "- **superseded**" not in everything
-
-
-@pytest.fixture
-def one_thread():
-    """Small dense linear algebra runs fastest on one thread, and is not slowed down by a busy machine."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
-@pytest.mark.parametrize("params", [{}, {"preemphasis": 0.0}, {"frame_length": 256, "hop_length": 100,
-                                                                  "nfft": 256}])
-def test_lipschitz_power_iteration_matches_svd(params, one_thread):
-    from audiocert.report import _stft_linear, lipschitz_waveform_to_magspec
-
-    frontend = DeepSpeakerFrontend(**params)
-    num_samples = 1000
-    columns = _stft_linear(frontend, torch.eye(num_samples, dtype=torch.float64))  # row i: A e_i
-    matrix = torch.view_as_real(columns).reshape(num_samples, -1).T
-    expected = float(torch.linalg.svdvals(matrix)[0])
-    assert lipschitz_waveform_to_magspec(frontend, num_samples, tol=1e-6) == pytest.approx(expected, rel=1e-5)
-
-
-def test_lipschitz_of_the_deep_speaker_crop_is_about_69(one_thread):
-    from audiocert.report import lipschitz_waveform_to_magspec
-
-    assert lipschitz_waveform_to_magspec(DeepSpeakerFrontend(), 25840) == pytest.approx(69.076, abs=2e-3)

@@ -12,30 +12,35 @@ each certificate means (Park et al. 2026's reporting items), all read back from 
   stage; radii live in different spaces), and waveform-equivalent guarantees (waveform stage, and the
   magnitude-spectrogram stage through its Lipschitz bound);
 - per config: certified object, perturbation location, gain policy, post-noise modification, raw radius,
-  SNR-equivalent, and the waveform guarantee it implies (directly; through r / L; or none);
+  SNR-equivalent, the waveform guarantee it implies (directly; through r / L; or none) and its waveform-equivalent
+  SNR, also gathered in one table;
 - clean accuracy of the base classifier, smoothed accuracy and abstentions.
 
-The magnitude spectrogram is a waveform guarantee through L, the operator norm of the linear map
-waveform -> complex rfft of pre-emphasized frames (|.| is 1-Lipschitz), computed by power iteration
-(:func:`lipschitz_waveform_to_magspec`) and cached in the report directory.
+The magnitude spectrogram is a waveform guarantee through L, a *proven* upper bound on the Lipschitz constant of
+waveform -> magnitude spectrogram (:func:`audiocert.lipschitz.waveform_lipschitz_bound`: the polyphase symbol of the
+linear map waveform -> complex rfft of pre-emphasized frames, certified over theta; |.| is 1-Lipschitz), cached in
+the report directory. A frontend the bound's derivation does not cover gets no waveform guarantee at all.
+
+Everything the report writes stays inside its output directory: file names built from what a sweep's files say
+(dataset and stage names) are slugged to [A-Za-z0-9._-], and every path is checked before writing (ValueError).
 """
 
 from __future__ import annotations
 
 import datetime
 import math
-import warnings
+import re
 from collections import defaultdict
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
 
-from audiocert.checkpoint import build_frontend
-from audiocert.frontend import STAGES, DeepSpeakerFrontend
+from audiocert.frontend import STAGES
+from audiocert.lipschitz import DEFAULT_TOLERANCE, METHOD_VERSION, bound_for, linear_map_of
 from audiocert.provenance import (
     atomic_write_json,
     atomic_write_text,
@@ -52,14 +57,8 @@ from audiocert.status import config_dirs
 
 REPORT_FILE = "report.md"
 LIPSCHITZ_CACHE = "lipschitz.json"
-# Power iteration approaches L from below; waveform radii divide by L raised by this margin so they stay
-# conservative (the converged estimate at 25,840 samples is within 3e-7 of an independent eigsh value).
-LIPSCHITZ_MARGIN = 1e-3
-
-
-def lipschitz_upper(entry: Mapping[str, Any]) -> float:
-    return float(entry["lipschitz"]) * (1.0 + LIPSCHITZ_MARGIN)
-LIPSCHITZ_METHOD = "power iteration on A^T A (autograd vjp), float64, v0 = sine-enveloped DC+Nyquist + 1% noise"
+SAFE_NAME = re.compile(r"[A-Za-z0-9._-]+")
+MAX_SLUG = 80
 
 STAGE_NAMES = {"waveform": "waveform", "magspec": "magnitude spectrogram", "mfbe": "normalized Mel-filterbank energies"}
 STAGE_UNITS = {
@@ -68,97 +67,114 @@ STAGE_UNITS = {
     "mfbe": "per-frame z-scored Mel energies",
 }
 DPI = 120
+NO_BOUND = "no proven Lipschitz bound for this frontend: no waveform guarantee"
 
 
 # ----------------------------------------------------------------------------------------------------------
-# The Lipschitz constant of waveform -> magnitude spectrogram
+# Paths: nothing read from a sweep may steer a write outside the output directory
 # ----------------------------------------------------------------------------------------------------------
-def _stft_linear(frontend: DeepSpeakerFrontend, waveform: torch.Tensor) -> torch.Tensor:
-    """The linear part of waveform -> magspec: complex rfft of the pre-emphasized, framed waveform."""
-    return torch.fft.rfft(frontend.frame(frontend.preemphasize(waveform)), n=frontend.nfft)
+def slug(text: Any) -> str:
+    """A file-name piece of [A-Za-z0-9._-] only, never starting with a dot; text that had to change (or be cut)
+    gets a short hash of the original appended, so that two different names cannot share a file."""
+    original = str(text)
+    cleaned = "".join(c if c.isascii() and (c.isalnum() or c in "-_.") else "_" for c in original)
+    cleaned = re.sub(r"^\.", "_", cleaned)[:MAX_SLUG]
+    if cleaned != original:
+        cleaned = f"{cleaned}-{stable_hash(original, 8)}"
+    return cleaned
 
 
-def _gram(frontend: DeepSpeakerFrontend, v: torch.Tensor) -> torch.Tensor:
-    """A^T A v for A = waveform -> (real, imag) of the framed rfft, with the adjoint from autograd (a vjp)."""
-    with torch.inference_mode(False), torch.enable_grad():
-        v = v.detach().clone().requires_grad_(True)
-        y = torch.view_as_real(_stft_linear(frontend, v))
-        (g,) = torch.autograd.grad(y, v, grad_outputs=y.detach())
-    return g.detach()
+def output_file(output: Path, name: str) -> Path:
+    """``output / name`` for a plain file name, after checking that the path lies inside ``output``.
 
-
-def lipschitz_power_iteration(
-    frontend: DeepSpeakerFrontend, num_samples: int, iterations: int = 20000, tol: float = 1e-6, seed: int = 0,
-) -> dict[str, Any]:
-    """Power iteration for L = ||A||_2; returns {"lipschitz", "iterations", "converged", "last_change"}.
-
-    Stops when the estimate of L changes by at most ``tol`` relative between two iterations. The start
-    vector is a sine-enveloped mix of the DC and Nyquist patterns (where the top singular vectors of this
-    map lie: pre-emphasis boosts high frequencies, rectangular frames put whole-frame energy into the DC and
-    Nyquist bins) plus 1% seeded Gaussian noise, so that no direction is missed; from a white start the
-    near-degenerate top of the spectrum (it is almost shift-invariant) takes thousands of iterations.
-    The Rayleigh quotient approaches L from below.
+    Raises ValueError naming the offending value for anything else (separators, '..', characters outside
+    [A-Za-z0-9._-], an existing entry that resolves elsewhere, e.g. a symbolic link).
     """
-    if num_samples < 1:
-        raise ValueError(f"num_samples={num_samples} must be positive")
-    n = torch.arange(num_samples, dtype=torch.float64)
-    envelope = torch.sin(math.pi * (n + 0.5) / num_samples)
-    structured = envelope * (1.0 + torch.cos(math.pi * n))  # DC + Nyquist (alternating signs)
-    noise = torch.randn(num_samples, dtype=torch.float64, generator=torch.Generator().manual_seed(seed))
-    v = structured / structured.norm() + 0.01 * noise / noise.norm()
-    v = v / v.norm()
-    frontend = frontend.to(torch.device("cpu"))
-    estimate, previous, change = 0.0, None, math.inf
-    for iteration in range(1, int(iterations) + 1):
-        w = _gram(frontend, v)
-        estimate = math.sqrt(max(float(v @ w), 0.0))
-        norm = float(w.norm())
-        if norm == 0.0:
-            return {"lipschitz": 0.0, "iterations": iteration, "converged": True, "last_change": 0.0}
-        v = w / norm
-        if previous is not None:
-            change = abs(estimate - previous) / max(estimate, 1e-300)
-            if change <= tol:
-                return {"lipschitz": estimate, "iterations": iteration, "converged": True, "last_change": change}
-        previous = estimate
-    return {"lipschitz": estimate, "iterations": int(iterations), "converged": False, "last_change": change}
+    root = Path(output).resolve()
+    plain = isinstance(name, str) and SAFE_NAME.fullmatch(name) is not None and name not in (".", "..")
+    if not plain or (root / name).parent != root or not (root / name).resolve().is_relative_to(root):
+        raise ValueError(f"refusing to write {name!r}: report files must be plain names ([A-Za-z0-9._-]) inside "
+                         f"the output directory {root}")
+    return Path(output) / name
 
 
-def lipschitz_waveform_to_magspec(
-    frontend: DeepSpeakerFrontend, num_samples: int, iterations: int = 20000, tol: float = 1e-6,
-) -> float:
-    """Lipschitz constant (L2 -> L2) of waveform (num_samples) -> magnitude spectrogram of ``frontend``.
+# ----------------------------------------------------------------------------------------------------------
+# The Lipschitz bound of waveform -> magnitude spectrogram (proven: see audiocert.lipschitz)
+# ----------------------------------------------------------------------------------------------------------
+def _valid_entry(entry: Any, params: Mapping[str, Any], num_samples: int) -> bool:
+    if not isinstance(entry, dict) or entry.get("method_version") != METHOD_VERSION:
+        return False
+    if entry.get("params") != dict(params) or entry.get("num_samples") != num_samples:
+        return False
+    values = [entry.get(key) for key in ("bound", "lower", "closed_form", "derivative_bound", "tolerance")]
+    if not all(isinstance(v, (int, float)) and math.isfinite(v) for v in values):
+        return False
+    return 0 < entry["lower"] <= entry["bound"] <= entry["closed_form"]
 
-    |.| is 1-Lipschitz, so L is the operator norm of the linear map waveform -> complex rfft of pre-emphasized
-    frames (the frontend's own preemphasize / frame ops and its nfft), computed by power iteration on A^T A
-    in float64 to ``tol`` relative. A magspec certificate of radius r then holds for every waveform
-    perturbation of L2 norm < r / L. About 69.08 for 25,840 samples of the Deep Speaker frontend.
+
+def cached_lipschitz(cache_path: Path, frontend_cfg: Mapping[str, Any] | None,
+                     num_samples: Any) -> dict[str, Any] | None:
+    """The proven bound L for (frontend, crop length), from ``cache_path`` (JSON) or computed and stored there.
+
+    None when there is no proven bound: a frontend config the derivation does not cover, or no valid crop length.
+    The cache key holds the linear map's parameters and the crop length: a zero-padded last frame adds a small
+    boundary term to the bound, so the length matters (only through (N - frame_length) % hop).
     """
-    result = lipschitz_power_iteration(frontend, num_samples, iterations=iterations, tol=tol)
-    if not result["converged"]:
-        warnings.warn(f"power iteration for the magspec Lipschitz constant did not converge to {tol:g} in "
-                      f"{iterations} iterations (last relative change {result['last_change']:.2e})",
-                      RuntimeWarning, stacklevel=2)
-    return float(result["lipschitz"])
-
-
-def cached_lipschitz(cache_path: Path, frontend_cfg: Mapping[str, Any] | None, num_samples: int,
-                     tol: float = 1e-6) -> dict[str, Any]:
-    """L for (crop length, frontend parameters), from ``cache_path`` (JSON) or computed and stored there."""
-    params = dict(frontend_cfg or {})
-    key = stable_hash({"num_samples": int(num_samples), "frontend": params, "tol": tol, "method": LIPSCHITZ_METHOD})
-    cache = read_json(cache_path) if cache_path.is_file() else {}
-    if key in cache:
+    lm = linear_map_of(frontend_cfg)
+    if lm is None or isinstance(num_samples, bool) or not isinstance(num_samples, int) or num_samples < 1:
+        return None
+    params = asdict(lm)
+    key = stable_hash({"linear_map": params, "num_samples": num_samples, "method_version": METHOD_VERSION,
+                       "tolerance": DEFAULT_TOLERANCE})
+    try:
+        cache = read_json(cache_path) if cache_path.is_file() else {}
+    except (OSError, ValueError):  # a damaged cache is recomputed, not trusted
+        cache = {}
+    cache = cache if isinstance(cache, dict) else {}
+    if _valid_entry(cache.get(key), params, num_samples):
         return cache[key]
-    frontend = build_frontend(params)
-    result = lipschitz_power_iteration(frontend, int(num_samples), tol=tol)
-    if not result["converged"]:
-        warnings.warn(f"magspec Lipschitz constant for {num_samples} samples did not converge to {tol:g}",
-                      RuntimeWarning, stacklevel=2)
-    entry = {**result, "num_samples": int(num_samples), "frontend": params, "tol": tol, "method": LIPSCHITZ_METHOD}
+    entry = bound_for(lm, num_samples).to_json()
     cache[key] = entry
     atomic_write_json(cache_path, cache)
     return entry
+
+
+def frontend_config(r: ConfigResult) -> Any:
+    """The frontend section of a config as its plan recorded it (None: the frontend's defaults)."""
+    return r.config.get("frontend") if isinstance(r.config, Mapping) else r.config
+
+
+def lipschitz_bound(entry: Mapping[str, Any]) -> float:
+    return float(entry["bound"])
+
+
+def fmt_up(x: float, decimals: int = 6) -> str:
+    """``x`` rounded *up* at ``decimals``: a displayed upper bound must not be below the proven one."""
+    scale = 10.0 ** decimals
+    return f"{math.ceil(x * scale) / scale:.{decimals}f}"
+
+
+def lipschitz_proof_text(entry: Mapping[str, Any]) -> str:
+    """How L was proven, for the meaning section."""
+    params = entry["params"]
+    text = (f"polyphase symbol H(θ) = Σ_q G_q e^(iqθ) of the linear map waveform -> complex rfft of pre-emphasized "
+            f"frames (frame {params['frame_length']}, hop {params['hop_length']}, nfft {params['nfft']}, "
+            f"pre-emphasis {params['preemphasis']:g}; |.| is 1-Lipschitz), whose infinite-length operator norm is "
+            f"sup_θ σ_max(H(θ)); that supremum certified over θ ∈ [0, π] by a grid and branch-and-bound refinement "
+            f"(σ_max is D-Lipschitz in θ with D = {entry['derivative_bound']:.4g}, plus a second-order bound) to "
+            f"within {entry['tolerance']:g} of the best value evaluated, {entry['lower']:.6f} at θ = "
+            f"{entry['theta']:.4g} ({entry['evaluations']} evaluations, float64 eigvalsh, raised by 1e-9 relative "
+            "for round-off)")
+    if not entry.get("tolerance_reached", True):
+        text += " — the refinement ran out of budget before that tolerance; the bound is proven but looser"
+    if entry.get("boundary_excess"):
+        text += (f"; the crop's last frame is zero-padded, which adds a boundary term {entry['boundary_excess']:.4g} "
+                 "to L² (the smallest eigenvalue of a local Gram difference)")
+    if entry["bound"] >= entry["closed_form"]:
+        text += f"; the closed form (1 + |p|)·sqrt(ceil(frame/hop)·λ_max(WᵀW)) = {entry['closed_form']:.6f} is used"
+    else:
+        text += f"; below the closed form (1 + |p|)·sqrt(ceil(frame/hop)·λ_max(WᵀW)) = {entry['closed_form']:.4f}"
+    return text
 
 
 # ----------------------------------------------------------------------------------------------------------
@@ -202,8 +218,13 @@ class ConfigResult:
         return self.correct & (self.radii > 0)
 
     @property
-    def crop_samples(self) -> int:
-        return int(self.config["dataset"]["crop_samples"])
+    def crop_samples(self) -> int | None:
+        """The waveform length certified (None if the config does not say it plainly)."""
+        try:
+            value = self.config["dataset"]["crop_samples"]
+        except (KeyError, TypeError):
+            return None
+        return value if isinstance(value, int) and not isinstance(value, bool) and value > 0 else None
 
     @property
     def short_name(self) -> str:
@@ -436,19 +457,72 @@ def figure_waveform_equivalent(dataset: str, rows: Sequence[ConfigResult], lipsc
     return save_figure(fig, path)
 
 
-def slug(text: str) -> str:
-    return "".join(c if c.isalnum() or c in "-_." else "_" for c in text)
-
-
 # ----------------------------------------------------------------------------------------------------------
 # The report
 # ----------------------------------------------------------------------------------------------------------
+@dataclass
+class WaveformTerms:
+    """What a config's certificate implies for waveform perturbations."""
+
+    guarantee: str  # "direct", "lipschitz", "none" (mfbe), "no bound" (magspec without a proven L), "unknown"
+    lipschitz: float | None = None  # L (magspec)
+    radius: float | None = None  # median certified radius in waveform space (r, or r / L)
+    snr_db: float | None = None  # median 20 log10(||x_waveform|| / waveform radius)
+    snr_note: str = ""  # why snr_db is missing, where it is
+
+
+def waveform_terms(r: ConfigResult, entry: Mapping[str, Any] | None) -> WaveformTerms:
+    """Waveform radius and waveform-equivalent SNR 20 log10(||x_wave|| L / r) of a config (see meaning_section)."""
+    certified = r.certified
+    raw = float(np.median(r.radii[certified])) if certified.any() else None
+    if r.stage == "waveform":  # the stage is the waveform: both SNRs are the same number
+        key = "median_wave_to_radius_db" if "median_wave_to_radius_db" in r.summary else "median_snr_db"
+        snr = r.summary.get(key)
+        return WaveformTerms("direct", None, raw, snr, "" if snr is not None else "n/a (no point certified)")
+    if r.stage == "magspec":
+        if entry is None:
+            return WaveformTerms("no bound", snr_note="none (no proven Lipschitz bound)")
+        L = lipschitz_bound(entry)
+        if "median_wave_to_radius_db" not in r.summary:
+            snr, note = None, "n/a (summary written before the reducer recorded median_wave_to_radius_db)"
+        elif r.summary["median_wave_to_radius_db"] is None:
+            snr, note = None, "n/a (no point certified)"
+        else:
+            snr, note = float(r.summary["median_wave_to_radius_db"]) + 20.0 * math.log10(L), ""
+        return WaveformTerms("lipschitz", L, None if raw is None else raw / L, snr, note)
+    if r.stage == "mfbe":
+        return WaveformTerms("none", snr_note="none (no waveform guarantee)")
+    return WaveformTerms("unknown", snr_note="none (stage not known)")
+
+
+def waveform_table(rows: Sequence[ConfigResult], lipschitz: Mapping[str, Mapping[str, Any] | None]) -> list[str]:
+    """One row per config: the radius and SNR at its stage, and what they mean for the waveform."""
+    lines = ["| config | stage | median radius (stage) | SNR-equivalent (stage) | L | median waveform radius | "
+             "waveform-equivalent SNR |", "|---|---|---|---|---|---|---|"]
+    for r in rows:
+        terms = waveform_terms(r, lipschitz.get(r.config_hash))
+        certified = r.certified
+        raw = fmt_float(float(np.median(r.radii[certified]))) if certified.any() else "none certified"
+        stage_snr = r.summary.get("median_snr_db")
+        stage_snr = "n/a" if stage_snr is None else f"{stage_snr:.1f} dB"
+        L = {"direct": "— (direct)", "lipschitz": fmt_up(terms.lipschitz or 0.0, 5), "no bound": "no proven bound",
+             "none": "none (normalization)"}.get(terms.guarantee, "unknown")
+        if terms.guarantee in ("direct", "lipschitz"):
+            radius = fmt_float(terms.radius) if terms.radius is not None else "none certified"
+        else:
+            radius = "no waveform guarantee"
+        snr = f"{terms.snr_db:.1f} dB" if terms.snr_db is not None else terms.snr_note.split(" (")[0]
+        lines.append(f"| {r.label} | {r.stage} | {raw} | {stage_snr} | {L} | {radius} | {snr} |")
+    return lines
+
+
 def meaning_section(r: ConfigResult, clean: Mapping[str, Any], lipschitz: Mapping[str, Any] | None) -> list[str]:
     semantics = r.summary.get("semantics", {})
     certified = r.certified
     raw = float(np.median(r.radii[certified])) if certified.any() else None
     snr = r.summary.get("median_snr_db")
     units = STAGE_UNITS.get(r.stage, "stage units")
+    terms = waveform_terms(r, lipschitz)
     lines = [f"### {r.label} (`{r.config_hash[:8]}`)", ""]
     lines.append(f"- **Certified object:** {semantics.get('certified_object', r.stage)}")
     lines.append(f"- **Perturbation location:** {semantics.get('perturbation_location', r.stage)}")
@@ -464,26 +538,42 @@ def meaning_section(r: ConfigResult, clean: Mapping[str, Any], lipschitz: Mappin
     snr_text = "n/a (no point certified)" if snr is None else f"{snr:.1f} dB"
     lines.append(f"- **SNR-equivalent of the radius:** median 20 log10(‖x_{r.stage}‖ / r) = {snr_text} "
                  f"(median ‖x_{r.stage}‖ = {fmt_float(norm)})")
-    if r.stage == "waveform":
+    if terms.guarantee == "direct":
         lines.append("- **Waveform guarantee:** direct — the smoothed prediction is constant for every waveform "
                      "perturbation of L2 norm below the radius"
                      + ("" if raw is None else f" (median {raw:.4g})") + ".")
-    elif r.stage == "magspec" and lipschitz is not None:
-        L = lipschitz_upper(lipschitz)
-        text = (f"- **Waveform guarantee:** through the Lipschitz constant L = {L:.5f} of waveform -> magnitude "
-                f"spectrogram for {r.crop_samples:,}-sample crops (operator norm of the linear map waveform -> "
-                "complex rfft of pre-emphasized frames; |.| is 1-Lipschitz; power iteration, "
-                f"{lipschitz['iterations']} iterations, converged to {lipschitz['tol']:g} relative at "
-                f"{float(lipschitz['lipschitz']):.5f}, which approaches L from below, raised by {LIPSCHITZ_MARGIN:g} "
-                "relative to stay conservative). A magspec radius r covers every waveform perturbation of L2 norm "
-                "below r / L")
-        if raw is not None:
-            text += f": waveform radius r / L = {raw / L:.4g} (median over certified points)"
+        snr_wave = f"{terms.snr_db:.1f} dB" if terms.snr_db is not None else terms.snr_note
+        lines.append(f"- **Waveform-equivalent SNR:** {snr_wave}, the SNR-equivalent above (the smoothing stage is "
+                     "the waveform).")
+    elif terms.guarantee == "lipschitz":
+        assert lipschitz is not None and terms.lipschitz is not None
+        crop = f"{r.crop_samples:,}-sample crops"
+        text = (f"- **Waveform guarantee:** through the proven Lipschitz bound L = {fmt_up(terms.lipschitz)} of "
+                f"waveform -> magnitude spectrogram for {crop}. How L was proven: {lipschitz_proof_text(lipschitz)}. "
+                "A magspec radius r covers every waveform perturbation of L2 norm below r / L")
+        if terms.radius is not None:
+            text += f": waveform radius r / L = {terms.radius:.4g} (median over certified points)"
         lines.append(text + ".")
-    elif r.stage == "mfbe":
+        if terms.snr_db is not None:
+            wave_db = float(r.summary["median_wave_to_radius_db"])
+            lines.append(f"- **Waveform-equivalent SNR:** median 20 log10(‖x_waveform‖·L / r) = {terms.snr_db:.1f} dB "
+                         f"(median 20 log10(‖x_waveform‖ / r) = {wave_db:.1f} dB, plus 20 log10 L = "
+                         f"{20.0 * math.log10(terms.lipschitz):.2f} dB; median ‖x_waveform‖ = "
+                         f"{fmt_float(r.summary.get('median_waveform_norm'))}): no waveform perturbation at a "
+                         "higher SNR can change the smoothed prediction; the waveform counterpart of the "
+                         "feature-space SNR above.")
+        else:
+            lines.append(f"- **Waveform-equivalent SNR:** {terms.snr_note}.")
+    elif terms.guarantee == "no bound":
+        lines.append(f"- **Waveform guarantee:** none — {NO_BOUND} (its frontend config has keys or values that "
+                     "the bound's derivation does not cover, or no plain crop length), so no waveform radius "
+                     "follows.")
+        lines.append("- **Waveform-equivalent SNR:** none (no waveform guarantee).")
+    elif terms.guarantee == "none":
         lines.append("- **Waveform guarantee:** none — the guarantee holds in feature space only: the per-frame "
                      "normalization has no Lipschitz bound (it amplifies quiet frames without limit), so no "
                      "waveform radius follows.")
+        lines.append("- **Waveform-equivalent SNR:** none (no waveform guarantee).")
     else:
         lines.append("- **Waveform guarantee:** not known for this stage.")
     accuracy = clean.get("accuracy")
@@ -518,7 +608,8 @@ def write_report(sweep_dirs: list[Path], output: Path | None = None, radii: Sequ
 
     superseded = [r for r in results if r.complete and left_out(r)]
     complete = sorted((r for r in results if r.complete and not left_out(r)), key=sort_key)
-    lipschitz = {r.config_hash: cached_lipschitz(output / LIPSCHITZ_CACHE, r.config.get("frontend"), r.crop_samples)
+    cache = output_file(output, LIPSCHITZ_CACHE)
+    lipschitz = {r.config_hash: cached_lipschitz(cache, frontend_config(r), r.crop_samples)
                  for r in complete if r.stage == "magspec"}
 
     now = datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds")
@@ -583,7 +674,8 @@ def write_report(sweep_dirs: list[Path], output: Path | None = None, radii: Sequ
     # --- figures ---
     figures = []
     for (dataset, stage), rows in sorted(by_table.items(), key=lambda kv: (kv[0][0], stage_order(kv[0][1]))):
-        path = figure_per_stage(dataset, stage, rows, output / f"certified_{slug(dataset)}_{stage}.png")
+        name = f"certified_{slug(dataset)}_{slug(stage)}.png"
+        path = figure_per_stage(dataset, stage, rows, output_file(output, name))
         figures.append((path, f"{dataset}: certified accuracy vs L2 radius, smoothing at the "
                               f"{STAGE_NAMES.get(stage, stage)}, one line per σ; dashed vertical lines mark each "
                               f"σ's ceiling σ·Φ⁻¹(α^(1/n)) in the same colour. Radii in {stage} space "
@@ -592,22 +684,27 @@ def write_report(sweep_dirs: list[Path], output: Path | None = None, radii: Sequ
         if len({r.stage for r in rows}) < 2:
             continue  # one stage at this sigma: its per-stage figure already shows it
         rows = sorted(rows, key=sort_key)
-        path = figure_per_sigma(dataset, sigma, rows, output / f"certified_{slug(dataset)}_sigma{sigma:g}.png")
+        path = figure_per_sigma(dataset, sigma, rows,
+                                output_file(output, f"certified_{slug(dataset)}_sigma{slug(f'{sigma:g}')}.png"))
         figures.append((path, f"{dataset}, σ = {sigma:g}: certified accuracy vs radius for each smoothing stage. "
                               "The radii are in different spaces (waveform samples, |rfft| magnitudes, z-scored Mel "
                               "energies), so the lines compare how far each stage's own guarantee reaches, not "
                               "robustness to the same perturbation."))
-    for dataset, rows in sorted(group_by([r for r in complete if r.stage in ("waveform", "magspec")],
-                                         lambda r: r.dataset).items()):
-        scale = {h: lipschitz_upper(e) for h, e in lipschitz.items()}
-        if all(r.stage == "waveform" or scale.get(r.config_hash, 0) > 0 for r in rows):
-            rows = sorted(rows, key=sort_key)
-            path = figure_waveform_equivalent(dataset, rows, scale, output / f"waveform_equivalent_{slug(dataset)}.png")
-            figures.append((path, f"{dataset}: the guarantees that hold in waveform space, on a log radius axis: "
-                                  "waveform-stage certificates as they are, magnitude-spectrogram certificates "
-                                  "divided by the Lipschitz constant L of waveform -> magnitude spectrogram; dashed "
-                                  "lines are the ceilings. Normalized-filterbank certificates have no waveform "
-                                  "equivalent."))
+    scale = {h: lipschitz_bound(e) for h, e in lipschitz.items() if e is not None}
+    in_waveform_space = [r for r in complete if r.stage == "waveform" or r.config_hash in scale]
+    for dataset, rows in sorted(group_by(in_waveform_space, lambda r: r.dataset).items()):
+        rows = sorted(rows, key=sort_key)
+        unbounded = [r for r in complete
+                     if r.dataset == dataset and r.stage == "magspec" and r.config_hash not in scale]
+        path = figure_waveform_equivalent(dataset, rows, scale,
+                                          output_file(output, f"waveform_equivalent_{slug(dataset)}.png"))
+        caption = (f"{dataset}: the guarantees that hold in waveform space, on a log radius axis: waveform-stage "
+                   "certificates as they are, magnitude-spectrogram certificates divided by the proven Lipschitz "
+                   "bound L of waveform -> magnitude spectrogram; dashed lines are the ceilings. "
+                   "Normalized-filterbank certificates have no waveform equivalent.")
+        if unbounded:
+            caption += (f" Left out ({NO_BOUND}): {', '.join(r.label for r in unbounded)}.")
+        figures.append((path, caption))
     if figures:
         lines += ["## Figures", ""]
         for number, (path, caption) in enumerate(figures, start=1):
@@ -617,7 +714,13 @@ def write_report(sweep_dirs: list[Path], output: Path | None = None, radii: Sequ
     lines += ["## What each certificate means", "",
               "The reporting items of Park et al. (2026): what is certified, where the noise enters, what is done to "
               "the signal before and after it, the raw radius, its SNR-equivalent 20 log10(‖x_stage‖ / r), and the "
-              "waveform guarantee it implies.", ""]
+              "waveform guarantee it implies, with its waveform-equivalent SNR 20 log10(‖x_waveform‖ / r_waveform): "
+              "for a magnitude-spectrogram certificate r_waveform = r / L with L a proven upper bound on the "
+              "Lipschitz constant of waveform -> magnitude spectrogram, so the waveform SNR is "
+              "20 log10(‖x_waveform‖·L / r); for a waveform certificate the two SNRs coincide; normalized "
+              "filterbank energies have no waveform guarantee and no waveform SNR. Medians over the certified "
+              "points (correct, radius > 0).", ""]
+    lines += waveform_table(complete, lipschitz) + [""]
     for r in complete:
         lines += meaning_section(r, clean[r.checkpoint, r.checkpoint_digest], lipschitz.get(r.config_hash))
 
@@ -639,4 +742,4 @@ def write_report(sweep_dirs: list[Path], output: Path | None = None, radii: Sequ
         lines.append(f"| {r.label} | {fmt_float(info.get('accuracy'), '.3f')} | {float(r.correct.mean()):.3f} | "
                      f"{abstain:.3f} | {p_acc} | {p_abs} | {r.radii.size} |")
     lines.append("")
-    return atomic_write_text(output / REPORT_FILE, "\n".join(lines))
+    return atomic_write_text(output_file(output, REPORT_FILE), "\n".join(lines))
