@@ -81,8 +81,8 @@ def running_tasks(prefix: str) -> list[str]:
 
 def test_requeued_and_preempted_shards_finish_without_double_counting(cluster, trained):
     runs = trained["runs"]
-    slow = ("certify.points_per_speaker=1", "certify.n=3000", "certify.shard.samples=1500",
-            "certify.shard.examples=4")  # 2 shards of ~6k noisy samples each
+    slow = ("certify.points_per_speaker=2", "certify.n=6000", "certify.shard.samples=3000",
+            "certify.shard.examples=8")  # 2 shards of 8 examples x 3000 noisy samples each
     expected = reference(trained, "slurm-requeue-ref", *slow)
     run_cli(["certify", *certify_overrides(trained, "slurm-requeue", "launcher=slurm",
                                            "launcher.array_parallelism=2", "launcher.time_min=60", *slow)], runs)
@@ -90,11 +90,13 @@ def test_requeued_and_preempted_shards_finish_without_double_counting(cluster, t
     prefix = f"ac-{json.loads((config / PLAN_FILE).read_text())['config_hash'][:8]}"
     logs = [Path(p).with_suffix(".out") for p in json.loads((config / "jobs.json").read_text())["logs"].values()]
     deadline = time.monotonic() + 180
-    # Wait until both shards are sampling (their log says so), not merely scheduled.
-    while len(tasks := running_tasks(prefix)) < 2 or not all(p.is_file() and "started" in p.read_text() for p in logs):
+    # Wait until both shards have counted their first example (their logs say so), not merely been scheduled:
+    # seven of eight examples are still to come, so the signals below land mid-shard.
+    while len(tasks := running_tasks(prefix)) < 2 or not all(
+            p.is_file() and "1/8 examples counted" in p.read_text() for p in logs):
         assert time.monotonic() < deadline, "the two shard tasks never ran together"
-        time.sleep(0.5)
-    time.sleep(0.5)
+        time.sleep(0.2)
+    assert not list((config / "shards").glob("*.json")), "a shard finished before it could be interrupted"
     # A plain requeue (SIGTERM, restart from scratch) and a preemption (USR2: submitit checkpoints and requeues).
     subprocess.run(["scontrol", "requeue", tasks[0]], check=True)
     subprocess.run(["scancel", "--signal=USR2", tasks[1]], check=True)

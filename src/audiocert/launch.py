@@ -17,6 +17,7 @@ Shards already done (their counts file validates) are never submitted again, so 
 
 from __future__ import annotations
 
+import functools
 import logging
 import os
 import shutil
@@ -91,7 +92,8 @@ class ShardWorker(submitit.helpers.Checkpointable):
             print(f"shard {index} of {config_dir}: started", flush=True)
             for attempt in range(1, attempts + 1):
                 try:
-                    run_shards([(config_dir, index)], threads=threads, progress=False)
+                    run_shards([(config_dir, index)], threads=threads, progress=False,
+                               on_example=functools.partial(print_example_progress, config_dir, index))
                     failure_path(config_dir, index).unlink(missing_ok=True)
                     break
                 except Exception as error:  # record it and move on to the next shard
@@ -103,6 +105,10 @@ class ShardWorker(submitit.helpers.Checkpointable):
             raise RuntimeError(f"{len(failed)} shard(s) failed: " + "; ".join(
                 f"shard {i} of {d}: {e}" for d, i, e in failed))
         return {"shards": len(work)}
+
+
+def print_example_progress(config_dir: str, index: int, done: int, total: int) -> None:
+    print(f"shard {index} of {config_dir}: {done}/{total} examples counted", flush=True)
 
 
 def failure_path(config_dir: str | Path, index: int) -> Path:

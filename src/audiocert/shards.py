@@ -20,7 +20,7 @@ import re
 import socket
 import time
 from collections import OrderedDict
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -436,8 +436,11 @@ def clear_shard_contexts() -> None:
 
 
 def run_shard(config_dir: str | Path, plan: Mapping[str, Any], index: int,
-              context: ShardContext | None = None) -> Path:
-    """Compute one shard's counts and write them atomically; a shard already done is left alone."""
+              context: ShardContext | None = None, on_example: Callable[[int, int], None] | None = None) -> Path:
+    """Compute one shard's counts and write them atomically; a shard already done is left alone.
+
+    ``on_example(done, total)`` is called after each example's counts (progress in a job's log).
+    """
     path = shard_path(config_dir, plan["config_hash"], index)
     if shard_done(config_dir, plan, index):
         return path
@@ -454,6 +457,8 @@ def run_shard(config_dir: str | Path, plan: Mapping[str, Any], index: int,
         stage_norms.append(float(torch.linalg.vector_norm(x_stage.double())))
         waveform_norms.append(float(torch.linalg.vector_norm(waveform.double())))
         inputs.append(planned)
+        if on_example is not None:
+            on_example(len(inputs), len(shard.examples))
     elapsed = time.monotonic() - started
     record = {
         "format": SHARD_FORMAT, "config_hash": plan["config_hash"], "code_version": code_version(),
@@ -477,7 +482,8 @@ def slurm_task_id() -> str | None:
     return os.environ.get("SLURM_JOB_ID")
 
 
-def run_shards(work: Sequence[tuple[str, int]], threads: int | None = None, progress: bool = True) -> list[Path]:
+def run_shards(work: Sequence[tuple[str, int]], threads: int | None = None, progress: bool = True,
+               on_example: Callable[[int, int], None] | None = None) -> list[Path]:
     """Run a list of (config_dir, shard index) in this process, loading each config's context once."""
     from tqdm import tqdm
 
@@ -491,5 +497,5 @@ def run_shards(work: Sequence[tuple[str, int]], threads: int | None = None, prog
         plan = plans.setdefault(config_dir, read_plan(config_dir))
         if shard_done(config_dir, plan, index):
             continue
-        written.append(run_shard(config_dir, plan, index, shard_context(config_dir, plan)))
+        written.append(run_shard(config_dir, plan, index, shard_context(config_dir, plan), on_example))
     return written
