@@ -1,6 +1,7 @@
 # The two commands of the README. Both create and use the project's own virtual environment (.venv).
 #   make demo   the main job on the embedded synthetic corpus (no download, no GPU needed)
 #   make test   the whole test suite, including the real single-node SLURM cluster (needs root)
+#   make test-fast   the unit tests only (math, shapes, plans, shard validation, merging): seconds, no cluster
 
 PYTHON ?= python3
 VENV := .venv
@@ -8,7 +9,7 @@ AUDIOCERT := $(VENV)/bin/audiocert
 LAUNCHER ?= local
 RUNS := $(or $(AUDIOCERT_RUNS_DIR),runs)
 
-.PHONY: demo test venv clean
+.PHONY: demo test test-fast venv clean
 
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -28,6 +29,9 @@ demo: $(VENV)/.installed
 test: $(VENV)/.installed
 	bash slurm/cluster.sh start
 	$(VENV)/bin/python -m pytest -q -p no:cacheprovider
+
+test-fast: $(VENV)/.installed
+	$(VENV)/bin/python -m pytest -q -p no:cacheprovider -m "not slow"
 
 clean:
 	rm -rf $(VENV) data runs

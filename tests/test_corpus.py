@@ -12,7 +12,6 @@ import pytest
 import soundfile as sf
 from scipy import signal
 
-from audiocert import corpus as corpus_mod
 from audiocert.corpus import (
     CORPUS_VERSION,
     MARKER_NAME,
@@ -21,6 +20,7 @@ from audiocert.corpus import (
     synthesize_utterance,
     voice_parameters,
 )
+from audiocert.corpus import writer as corpus_writer
 
 SR = 16000
 SMALL = {"num_speakers": 3, "utterances_per_speaker": 4, "seed": 7, "min_seconds": 0.6, "max_seconds": 1.0}
@@ -161,7 +161,7 @@ def test_refuses_foreign_librispeech_dir(tmp_path: Path) -> None:
 def test_interrupted_run_resumes(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     clean = _read_all(generate_corpus(tmp_path / "clean", progress=False, seed=3, **TINY))
     calls = {"n": 0}
-    real = corpus_mod.synthesize_utterance
+    real = corpus_writer.synthesize_utterance
 
     def flaky(*args, **kwargs):
         calls["n"] += 1
@@ -169,15 +169,15 @@ def test_interrupted_run_resumes(tmp_path: Path, monkeypatch: pytest.MonkeyPatch
             raise KeyboardInterrupt
         return real(*args, **kwargs)
 
-    monkeypatch.setattr(corpus_mod, "synthesize_utterance", flaky)
+    monkeypatch.setattr(corpus_writer, "synthesize_utterance", flaky)
     with pytest.raises(KeyboardInterrupt):
         generate_corpus(tmp_path / "resumed", progress=False, seed=3, **TINY)
     base = tmp_path / "resumed" / "LibriSpeech"
     assert not (base / MARKER_NAME).exists() and len(_flacs(base)) == 2
     assert not [p for p in base.rglob("*") if p.name.endswith(".tmp")]
-    monkeypatch.setattr(corpus_mod, "synthesize_utterance", real)
+    monkeypatch.setattr(corpus_writer, "synthesize_utterance", real)
     generate_corpus(tmp_path / "resumed", progress=False, seed=3, **TINY)
-    assert (base / MARKER_NAME).exists() and not (base / corpus_mod.PARTIAL_MARKER_NAME).exists()
+    assert (base / MARKER_NAME).exists() and not (base / corpus_writer.PARTIAL_MARKER_NAME).exists()
     resumed = _read_all(base)
     assert resumed.keys() == clean.keys()
     assert all(np.array_equal(resumed[k], clean[k]) for k in clean)

@@ -14,13 +14,13 @@ import soundfile as sf
 import torch
 from omegaconf import OmegaConf
 
-from audiocert import data as D
 from audiocert.data import (
     AudioDataWarning,
     AudioFileError,
     CropDataset,
     DatasetLayoutError,
     DatasetNotFoundError,
+    Manifest,
     build_datasets,
     load_audio,
     scan_librispeech,
@@ -304,7 +304,7 @@ def test_split_deterministic_and_disjoint(corpus: Path):
     m = _scan(corpus)
     train, test = split_utterances(m, 0.25, seed=0)
     assert split_utterances(m, 0.25, seed=0) == (train, test)
-    shuffled = D.Manifest(**{**m.__dict__, "utterances": random.Random(1).sample(m.utterances, 12)})
+    shuffled = Manifest(**{**m.__dict__, "utterances": random.Random(1).sample(m.utterances, 12)})
     assert split_utterances(shuffled, 0.25, seed=0) == (train, test)  # independent of listing order
     assert {u.path for u in train}.isdisjoint({u.path for u in test})
     assert len(train) + len(test) == 12

@@ -10,8 +10,8 @@ import pytest
 import torch
 from conftest import certify_overrides, read_certs, run_cli
 
-from audiocert.reducer import IncompleteSweepError, reduce_config
-from audiocert.shards import PLAN_FILE
+from audiocert.reducer import reduce_config
+from audiocert.shards import PLAN_FILE, IncompleteSweepError
 
 pytestmark = pytest.mark.slow
 

@@ -15,11 +15,14 @@ import pytest
 import torch
 
 from audiocert.provenance import CorruptFileError, WriteError, atomic_write_json, check_safe_name, inside, stable_hash
-from audiocert.reducer import IncompleteSweepError, inventory, reduce_config
+from audiocert.reducer import reduce_config
 from audiocert.sampler import MAX_BLOCKS, MAX_EXAMPLES, PHASES, block_seed, block_seeds, feistel32
 from audiocert.shards import (
     PLAN_FILE,
     SHARD_FORMAT,
+    IncompleteSweepError,
+    inventory,
+    known_shards,
     make_shards,
     read_plan,
     select_examples,
@@ -82,12 +85,12 @@ def small_plan() -> dict:
     examples = [3, 9, 14, 20]
     inputs = [{"index": e, "label": k % 3, "digest": f"{e:016x}", "path": f"/data/{e}.flac", "offset": 0}
               for k, e in enumerate(examples)]
-    shards = [s.__dict__ | {"examples": list(s.examples), "selection": list(s.selection),
-                            "estimation": list(s.estimation)} for s in make_shards(4, 10, 20, 2, 10)]
+    shards = [s.to_json() for s in make_shards(4, 10, 20, 2, 10)]
     return {"config_hash": "0123456789ab", "code_version": "test", "label": "tiny-mfbe-sigma0.25",
             "config": {"dataset": {"num_classes": 3, "name": "tiny"}, "seed": 0},
             "quantities": {"n0": 10, "n": 20, "alpha": 0.01, "sigma": 0.25, "stage": "mfbe", "seed": 0,
-                           "device_type": "cpu", "checkpoint_digest": "x"},
+                           "device_type": "cpu", "checkpoint_digest": "x", "algorithm": "cohen", "block_size": 10,
+                           "shard": {"examples": 2, "samples": 10}},
             "checkpoint": "/x.pt", "examples": examples, "inputs": inputs,
             "inputs_digest": stable_hash([i["digest"] for i in inputs]), "shards": shards}
 
@@ -95,15 +98,14 @@ def small_plan() -> dict:
 def shard_record(plan: dict, index: int) -> dict:
     shard = plan["shards"][index]
     inputs = [plan["inputs"][p] for p in shard["examples"]]
-    width = {p: shard[p][1] - shard[p][0] for p in ("selection", "estimation")}
+    width = {p: hi - lo for p, (lo, hi) in shard["ranges"].items()}
     return {"format": SHARD_FORMAT, "config_hash": plan["config_hash"], "code_version": plan["code_version"],
-            "index": index, "examples": shard["examples"], "selection": shard["selection"],
-            "estimation": shard["estimation"], "dataset_indices": [i["index"] for i in inputs],
+            **shard, "dataset_indices": [i["index"] for i in inputs],
             "labels": [i["label"] for i in inputs], "input_digests": [i["digest"] for i in inputs],
             "stage_norms": [1.5] * len(inputs), "waveform_norms": [2.5] * len(inputs),
-            "selection_counts": [[width["selection"], 0, 0] for _ in inputs],
-            "estimation_counts": [[width["estimation"] - 1, 1, 0] for _ in inputs],
-            "seed": 0, "samples": len(inputs) * (width["selection"] + width["estimation"]), "elapsed_s": 0.5,
+            "counts": {phase: [[w - 1, 1, 0] if phase == "estimation" else [w, 0, 0] for _ in inputs]
+                       for phase, w in width.items()},
+            "seed": 0, "samples": len(inputs) * sum(width.values()), "elapsed_s": 0.5,
             "device": "cpu", "device_type": "cpu", "host": "node", "finished_at": 1.7e9}
 
 
@@ -120,11 +122,11 @@ DAMAGE = [
     ("label out of range", lambda r: r.update(labels=[7, 1]), "labels"),
     ("dataset indices", lambda r: r.update(dataset_indices=[3, 10]), "dataset indices"),
     ("input digests", lambda r: r.update(input_digests=["f" * 16, r["input_digests"][1]]), "audio changed"),
-    ("float counts", lambda r: r["selection_counts"][0].__setitem__(0, 10.0), "non-negative integers"),
-    ("bool counts", lambda r: r.update(selection_counts=[[True] * 3, [10, 0, 0]]), "non-negative integers"),
-    ("negative counts", lambda r: r["estimation_counts"][0].__setitem__(1, -1), "non-negative integers"),
-    ("counts that do not add up", lambda r: r["estimation_counts"][0].__setitem__(1, 5), "do not add up"),
-    ("ragged counts", lambda r: r["estimation_counts"][0].pop(), "non-negative integers"),
+    ("float counts", lambda r: r["counts"]["selection"][0].__setitem__(0, 10.0), "non-negative integers"),
+    ("bool counts", lambda r: r["counts"].update(selection=[[True] * 3, [10, 0, 0]]), "non-negative integers"),
+    ("negative counts", lambda r: r["counts"]["estimation"][0].__setitem__(1, -1), "non-negative integers"),
+    ("counts that do not add up", lambda r: r["counts"]["estimation"][0].__setitem__(1, 5), "do not add up"),
+    ("ragged counts", lambda r: r["counts"]["estimation"][0].pop(), "non-negative integers"),
     ("nan norms", lambda r: r.update(stage_norms=[float("nan"), 1.0]), "stage_norms"),
     ("infinite waveform norms", lambda r: r.update(waveform_norms=[float("inf"), 1.0]), "waveform_norms"),
     ("device type", lambda r: r.update(device_type="cuda"), "device type 'cuda'"),
@@ -141,10 +143,11 @@ def test_shard_validation_refuses_wrong_content_naming_the_file(tmp_path, name, 
     config_dir = write_config(tmp_path, plan)
     path = shard_path(config_dir, plan["config_hash"], 0)
     record = shard_record(plan, 0)
-    assert validate_shard_file(path, plan) == (record, "")
+    shards = known_shards(config_dir, plan)
+    assert validate_shard_file(path, plan, shards) == (record, "")
     damage(record)
     path.write_text(json.dumps(record))
-    found, why = validate_shard_file(path, plan)
+    found, why = validate_shard_file(path, plan, shards)
     assert found is None and needle in why, why
     with pytest.raises(IncompleteSweepError) as error:
         reduce_config(config_dir)

@@ -1,11 +1,13 @@
 """audiocert: certified robustness of audio classifiers with Gaussian randomized smoothing."""
 
-from audiocert.frontend import STAGES, DeepSpeakerFrontend
+from audiocert.frontend import DeepSpeakerFrontend
 from audiocert.model import ResCNN
 from audiocert.provenance import register_resolvers
 from audiocert.sampler import Smooth, StagedClassifier, smoothed_speaker_classifier
+from audiocert.stages import STAGE_REGISTRY, STAGES, Stage, WaveformBound
 
 register_resolvers()  # conf/ uses ${safe_name:...}
 
 __version__ = "0.1.0"
-__all__ = ["STAGES", "DeepSpeakerFrontend", "ResCNN", "Smooth", "StagedClassifier", "smoothed_speaker_classifier"]
+__all__ = ["STAGES", "STAGE_REGISTRY", "DeepSpeakerFrontend", "ResCNN", "Smooth", "Stage", "StagedClassifier",
+           "WaveformBound", "smoothed_speaker_classifier"]

@@ -29,16 +29,19 @@ import torch
 
 from audiocert.checkpoint import build_frontend
 from audiocert.data import build_datasets
-from audiocert.frontend import STAGES, DeepSpeakerFrontend
+from audiocert.frontend import DeepSpeakerFrontend
 from audiocert.prepare import ensure_dataset
 from audiocert.provenance import atomic_write_text, atomic_write_with, code_version
+from audiocert.stages import STAGES, find_stage
+from audiocert.stages import stage as stage_entry
 
-STAGE_TITLES = {
-    "waveform": "Waveform",
-    "magspec": "Magnitude Spectrogram",
-    "mfbe": "Normalized Mel-Filterbank Energies",
-}
 DPI = 120
+
+
+def stage_heading(name: str) -> str:
+    """The stage's title in title case, for table rows ("Normalized Mel-Filterbank Energies"); else its name."""
+    entry = find_stage(name)
+    return entry.title.title() if entry is not None else name
 
 
 # ----------------------------------------------------------------------------------------------------------
@@ -93,7 +96,7 @@ def statistics_table(stats: Mapping[str, Mapping[str, float]], shapes: Mapping[s
     for stage, s in stats.items():
         shape = " x ".join(str(d) for d in shapes[stage])
         dimension = f"{s['dimension']:,}" + (f" ({shape})" if len(shapes[stage]) > 1 else "")
-        lines.append(f"| {STAGE_TITLES.get(stage, stage)} | {dimension} | {g4(s['min'])}, {g4(s['max'])} | "
+        lines.append(f"| {stage_heading(stage)} | {dimension} | {g4(s['min'])}, {g4(s['max'])} | "
                      f"{g4(s['p1'])}, {g4(s['p99'])} | {g4(s['mean'])} | {g4(s['sd'])} | {g4(s['median_norm'])} |")
     return "\n".join(lines)
 
@@ -270,8 +273,8 @@ def perturbed_examples(cfg) -> str:
                 index.append(f"| {stage} | {sigma:g} | [{wav.name}]({wav.name}) | {note} | "
                              f"[{figure_name}]({figure_name}) |")
             if values:
-                title = (f"Speaker {speaker} (test crop {dataset_index}): clean {STAGE_TITLES[stage].lower()} and "
-                         f"Gaussian noise at the {stage} stage, σ = {', '.join(f'{v:g}' for v in values)}")
+                title = (f"Speaker {speaker} (test crop {dataset_index}): clean {stage_entry(stage).title.lower()} "
+                         f"and Gaussian noise at the {stage} stage, σ = {', '.join(f'{v:g}' for v in values)}")
                 stage_panels(stage, clean_stage.numpy(), noisy_panels, sample_rate, title, out / f"{name}_{stage}.png")
         index.append("")
         index += [f"![{name} {stage}]({name}_{stage}.png)" for stage, values in sigmas.items() if values] + [""]

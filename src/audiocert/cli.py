@@ -8,9 +8,11 @@
 from __future__ import annotations
 
 import argparse
+import json
 import logging
 import os
 import sys
+import tempfile
 from collections.abc import Callable
 from pathlib import Path
 
@@ -29,11 +31,12 @@ SUBCOMMANDS: dict[str, str] = {
 }
 
 
-def hydra_app(config_name: str, task: Callable, after: Callable[[], None] | None = None
+def hydra_app(config_name: str, task: Callable, after: Callable[[Path], None] | None = None
               ) -> Callable[[list[str]], None]:
-    """Run ``task(cfg)`` as a Hydra app on conf/<config_name>.yaml with the given overrides, then ``after()``.
+    """Run ``task(cfg)`` as a Hydra app on conf/<config_name>.yaml with the given overrides, then ``after(record)``.
 
     Hydra exits non-zero itself when a job fails; ``after`` runs outside Hydra, so its errors fail the command.
+    ``record``: the file where the app's ``finalize`` callback (launch.FinalizeSweep) wrote the jobs' results.
     """
 
     def run(argv: list[str]) -> None:
@@ -43,10 +46,14 @@ def hydra_app(config_name: str, task: Callable, after: Callable[[], None] | None
             raise SystemExit(f"audiocert: config directory {CONF_DIR} has no {config_name}.yaml "
                              "(set AUDIOCERT_CONF to the project's conf/ directory)")
         main = hydra.main(version_base="1.3", config_path=str(CONF_DIR), config_name=config_name)(task)
-        sys.argv = [f"audiocert-{config_name}", *argv]
-        main()
-        if after is not None and not any(a in ("--cfg", "-c", "--help", "-h", "--info", "-i") for a in argv):
-            after()
+        informational = any(a in ("--cfg", "-c", "--help", "-h", "--info", "-i") for a in argv)
+        with tempfile.TemporaryDirectory(prefix="audiocert-") as scratch:
+            record = Path(scratch) / "planned.json"
+            extra = [f"hydra.callbacks.finalize.record={record}"] if after is not None and not informational else []
+            sys.argv = [f"audiocert-{config_name}", *argv, *extra]
+            main()
+            if extra:
+                after(record)
 
     return run
 
@@ -72,14 +79,15 @@ def task_train(cfg) -> None:
 def task_certify(cfg) -> dict:
     from audiocert.launch import plan_config
 
-    return plan_config(cfg)  # collected by launch.FinalizeSweep; nothing runs before every config is planned
+    return plan_config(cfg)  # collected by launch.FinalizeSweep: nothing runs before every config is planned
 
 
-def finish_certify() -> None:
-    """Run, submit or reduce what the Hydra jobs planned; exit 1 naming every config that was not certified."""
-    from audiocert.launch import FinalizeSweep, finish_sweep, report_outcomes
+def finish_certify(record: Path) -> None:
+    """Run, submit or reduce what the Hydra jobs planned (``record``, written by launch.FinalizeSweep); exit 1
+    naming every config that was not certified."""
+    from audiocert.launch import finish_sweep, report_outcomes
 
-    planned, FinalizeSweep.planned = list(FinalizeSweep.planned), []
+    planned = json.loads(record.read_text()) if record.is_file() else []
     if not planned:
         raise SystemExit("audiocert certify: no config was planned (see the errors above)")
     results = finish_sweep(planned)
@@ -93,7 +101,7 @@ def finish_certify() -> None:
 
 def cmd_reduce(argv: list[str]) -> None:
     from audiocert.launch import finalize_config
-    from audiocert.reducer import IncompleteSweepError
+    from audiocert.shards import IncompleteSweepError
     from audiocert.status import config_dirs
 
     parser = argparse.ArgumentParser(prog="audiocert reduce", description=SUBCOMMANDS["reduce"])

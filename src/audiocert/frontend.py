@@ -15,17 +15,21 @@ Speaker's per-frame normalization::
 ``to_stage(waveform, stage)`` gives the clean representation at a stage; ``from_stage(x, stage)`` continues
 from a (possibly noisy) representation at that stage to the model input. Noise added between the two is the
 smoothing noise; everything after it is part of the base classifier f.
+
+The stages are those of :data:`audiocert.stages.STAGE_REGISTRY` (what each one is and what a certificate there
+means); this module computes them (:meth:`DeepSpeakerFrontend.steps`, :meth:`DeepSpeakerFrontend.stage_shape`).
 """
 
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 
 import numpy as np
 import torch
 from torch import nn
 
-STAGES: tuple[str, ...] = ("waveform", "magspec", "mfbe")
+from audiocert.stages import STAGES, check_stage  # noqa: F401 (STAGES re-exported: audiocert.frontend.STAGES)
 
 # python_speech_features replaces exact zeros with float64 machine epsilon.
 FLOAT_EPS = float(np.finfo(float).eps)
@@ -115,23 +119,43 @@ class DeepSpeakerFrontend(nn.Module):
         return (energies - mean) / std.clamp_min(1e-12)
 
     # --- staged entry and exit --------------------------------------------------------------------------
+    def steps(self) -> tuple[tuple[str, Callable[[torch.Tensor], torch.Tensor]], ...]:
+        """The frontend between its stages, in order: (stage, the step computing it from the stage before).
+
+        The waveform, the input, is the first stage; the last stage's output is the model input (less its
+        channel dimension). Every stage named here has an entry in :data:`audiocert.stages.STAGE_REGISTRY`.
+        """
+        return (
+            ("magspec", lambda x: self.magnitude(self.frame(self.preemphasize(x)))),
+            ("mfbe", lambda x: self.normalize(self.mel_energies(x))),
+        )
+
+    @property
+    def stages(self) -> tuple[str, ...]:
+        """The stages this frontend can be entered at, in order."""
+        return ("waveform", *(name for name, _ in self.steps()))
+
+    def _position(self, stage: str) -> int:
+        """Index of ``stage`` in :attr:`stages`; ValueError for a stage the registry or the frontend lacks."""
+        check_stage(stage)
+        try:
+            return self.stages.index(stage)
+        except ValueError:
+            raise ValueError(f"smoothing stage {stage!r} is registered but the frontend does not compute it: "
+                             f"it computes {', '.join(self.stages)}") from None
+
     def to_stage(self, waveform: torch.Tensor, stage: str) -> torch.Tensor:
         """The clean representation of ``waveform`` at ``stage``."""
-        check_stage(stage)
-        if stage == "waveform":
-            return waveform
-        magspec = self.magnitude(self.frame(self.preemphasize(waveform)))
-        if stage == "magspec":
-            return magspec
-        return self.normalize(self.mel_energies(magspec))
+        position = self._position(stage)
+        x = waveform
+        for _, step in self.steps()[:position]:
+            x = step(x)
+        return x
 
     def from_stage(self, x: torch.Tensor, stage: str) -> torch.Tensor:
         """Continue from a (possibly noisy) representation at ``stage`` to the model input (B, 1, T, 64)."""
-        check_stage(stage)
-        if stage == "waveform":
-            x = self.magnitude(self.frame(self.preemphasize(x)))
-        if stage in ("waveform", "magspec"):
-            x = self.normalize(self.mel_energies(x))
+        for _, step in self.steps()[self._position(stage):]:
+            x = step(x)
         return x.unsqueeze(-3)
 
     def forward(self, waveform: torch.Tensor) -> torch.Tensor:
@@ -139,15 +163,10 @@ class DeepSpeakerFrontend(nn.Module):
 
     def stage_shape(self, stage: str, num_samples: int) -> tuple[int, ...]:
         """Shape of one example's representation at ``stage`` for a waveform of ``num_samples``."""
-        check_stage(stage)
+        self._position(stage)
         frames = num_frames(num_samples, self.frame_length, self.hop_length)
         return {
             "waveform": (num_samples,),
             "magspec": (frames, self.nfft // 2 + 1),
             "mfbe": (frames, self.num_filters),
         }[stage]
-
-
-def check_stage(stage: str) -> None:
-    if stage not in STAGES:
-        raise ValueError(f"unknown smoothing stage {stage!r}: choose one of {', '.join(STAGES)}")

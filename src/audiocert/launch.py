@@ -37,8 +37,8 @@ from omegaconf import DictConfig, OmegaConf
 
 from audiocert.prepare import ensure_dataset
 from audiocert.provenance import atomic_write_json, check_safe_name, read_json
-from audiocert.reducer import inventory, reduce_config
-from audiocert.shards import config_label, make_plan, plan_shards, read_plan, run_shards, shard_done, write_plan
+from audiocert.reducer import reduce_config
+from audiocert.shards import config_label, inventory, make_plan, next_work, read_plan, run_shards, write_plan
 from audiocert.status import JOBS_FILE, failure_summary, format_status, process_start_time, wait_for_configs
 from audiocert.tracking import ConfigRun, log_config_run, open_config_run
 
@@ -49,10 +49,6 @@ FAILURE_DIR = "failures"
 
 def config_dir_for(sweep_dir: Path, plan: Mapping[str, Any]) -> Path:
     return sweep_dir / f"{check_safe_name(plan['label'], 'label')}-{plan['config_hash'][:8]}"
-
-
-def pending_shards(config_dir: Path, plan: Mapping[str, Any]) -> list[int]:
-    return [s.index for s in plan_shards(plan) if not shard_done(config_dir, plan, s.index)]
 
 
 def watch_parent(pid: int, start_time: float | None, poll_s: float = 1.0) -> None:
@@ -245,15 +241,16 @@ def submit_slurm(cfg: DictConfig, config_dir: Path, plan: Mapping[str, Any], pen
     array_ids = sorted({str(job.job_id).split("_")[0] for job in jobs})
     # Old arrays may hold a failed task (why this shard is resubmitted): wait for their live tasks one by one.
     depends_on = array_ids + sorted(set(in_flight.values()))
-    if old_reducer_live:  # it waits only for the old arrays; the new reducer waits for all of them
+    # It waits only for the old arrays; the new one waits for all of them. Never cancel ourselves: the job
+    # that plans the next round submits it from inside SLURM.
+    if old_reducer_live and previous["reducer"] != os.environ.get("SLURM_JOB_ID"):
         subprocess.run(["scancel", str(previous["reducer"])], capture_output=True, timeout=30)
     # The reducer needs no GPU and little CPU: it must not queue behind the shards for a GPU node.
     reducer = slurm_executor({**launcher, "gpus_per_task": 0, "cpus_per_task": 1}, folder, reducer_name)
     dependency = {"dependency": "afterok:" + ":".join(depends_on), "kill-on-invalid-dep": "yes"} if depends_on else {}
     reducer.update_parameters(slurm_additional_parameters={**dict(launcher.get("additional") or {}), **dependency},
                               timeout_min=30)
-    logger_cfg = OmegaConf.to_container(cfg.logger, resolve=True)
-    reduce_job = reducer.submit(finalize_config, str(config_dir), logger_cfg, str(cfg.sweep.name))
+    reduce_job = reducer.submit(advance_config, str(config_dir), OmegaConf.to_container(cfg, resolve=True))
     shards = {str(i): job for i, job in in_flight.items()}
     shards.update({str(i): str(job.job_id) for group, job in zip(groups, jobs, strict=True) for _, i in group})
     logs = {job: path for job, path in previous.get("logs", {}).items() if job in in_flight.values()}
@@ -267,43 +264,184 @@ def submit_slurm(cfg: DictConfig, config_dir: Path, plan: Mapping[str, Any], pen
     return record
 
 
-def run_local(entries: Sequence[Mapping[str, Any]], progress: bool = True) -> list[dict[str, Any]]:
-    """Run every config's pending shards on LocalExecutor workers, then reduce each config.
+class Launcher:
+    """How a sweep's shards run: ``submit`` work, ``wait`` for it, ``finish`` the configs.
 
-    If this process is interrupted or killed, its workers stop too (``watch_parent``); shards already written
-    stay valid and a rerun resumes from them.
+    ``finish`` runs rounds until every config is settled (one round for Cohen's CERTIFY; a sequential config
+    asks for more samples for its unsettled points after each round), then reduces each config. Everything
+    it needs comes from the entries ``plan_config`` returned; nothing is kept between sweeps.
     """
-    launcher = entries[0]["launcher"]
-    work = [(entry["config_dir"], i) for entry in entries for i in entry["pending"]]
-    runs = {entry["config_dir"]: open_config_run(Path(entry["config_dir"]), entry["logger"], entry["sweep_name"])
-            for entry in entries}
-    try:
-        if work:
-            workers = max(1, min(int(launcher["workers"]), len(work)))
-            folder = Path(entries[0]["sweep_dir"]) / "logs" / "local"
-            executor = submitit.LocalExecutor(folder=folder)
-            executor.update_parameters(timeout_min=int(launcher["time_min"]))
-            parent = (os.getpid(), process_start_time(os.getpid()))
-            # Round-robin so every worker gets a mix of configs and shards finish across the sweep evenly.
-            portions = [work[w::workers] for w in range(workers)]
-            jobs = [executor.submit(ShardWorker(), portion, launcher.get("threads"), int(launcher["attempts"]),
-                                    False, parent) for portion in portions]
+
+    name = ""
+
+    def __init__(self, entries: Sequence[Mapping[str, Any]], progress: bool = True) -> None:
+        self.entries = list(entries)
+        self.launcher = dict(self.entries[0]["launcher"])
+        self.progress = progress
+        self.errors: dict[str, str] = {}  # config_dir -> why it cannot go on
+
+    def submit(self, work: list[tuple[str, int]]) -> list[Any]:
+        raise NotImplementedError
+
+    def wait(self, jobs: list[Any]) -> None:
+        raise NotImplementedError
+
+    def next_work(self) -> list[tuple[str, int]]:
+        """The shards every config needs now (missing ones, else its next round); a config that cannot go on
+        (damaged round file, a full disk) is set aside with its error, and the others go on."""
+        work = []
+        for entry in self.entries:
+            config_dir = entry["config_dir"]
+            if config_dir in self.errors:
+                continue
             try:
-                record = {"executor": "local", "jobs": [str(j.job_id) for j in jobs], "host": socket.gethostname(),
+                work += [(config_dir, i) for i in next_work(config_dir, read_plan(config_dir))]
+            except Exception as error:
+                log.error("%s: cannot plan its next round: %s", config_dir, error)
+                self.errors[config_dir] = f"{error}"
+        return work
+
+    def finish(self) -> list[dict[str, Any]]:
+        attempted: set[tuple[str, int]] = set()
+        while work := [w for w in self.next_work() if w not in attempted]:
+            attempted.update(work)  # a shard that failed all its attempts is not retried in this run
+            self.wait(self.submit(work))
+        return [self.finalize(entry) for entry in self.entries]
+
+    def finalize(self, entry: Mapping[str, Any]) -> dict[str, Any]:
+        if entry["config_dir"] in self.errors:
+            error = self.errors[entry["config_dir"]]
+            return {"config_dir": entry["config_dir"], "label": entry["label"], "error": error}
+        return finalize_entry(entry)
+
+    def record_jobs(self, record: dict[str, Any]) -> None:
+        for entry in self.entries:
+            atomic_write_json(Path(entry["config_dir"]) / JOBS_FILE, record)
+
+
+class DebugLauncher(Launcher):
+    """submitit's DebugExecutor: every shard in this process, in order (for debugging with pdb)."""
+
+    name = "debug"
+
+    def submit(self, work: list[tuple[str, int]]) -> list[Any]:
+        self.record_jobs({"executor": "debug", "host": socket.gethostname(), "parent_pid": os.getpid(),
+                          "parent_start": process_start_time(os.getpid()), "submitted_at": time.time()})
+        executor = submitit.DebugExecutor(folder=Path(self.entries[0]["sweep_dir"]) / "logs" / "debug")
+        return [executor.submit(ShardWorker(), work, self.launcher.get("threads"), int(self.launcher["attempts"]),
+                                self.progress)]
+
+    def wait(self, jobs: list[Any]) -> None:
+        for job in jobs:
+            try:
+                job.result()
+            except Exception as error:  # recorded under failures/; the reducer names what is missing
+                log.error("%s", error)
+
+
+class LocalLauncher(Launcher):
+    """submitit's LocalExecutor: ``launcher.workers`` processes on this machine, each config's W&B run fed
+    with live progress. If this process is interrupted or killed, its workers stop too (``watch_parent``);
+    shards already written stay valid and a rerun resumes from them."""
+
+    name = "local"
+
+    def __init__(self, entries: Sequence[Mapping[str, Any]], progress: bool = True) -> None:
+        super().__init__(entries, progress)
+        self.runs: dict[str, ConfigRun | None] = {}
+
+    def submit(self, work: list[tuple[str, int]]) -> list[Any]:
+        workers = max(1, min(int(self.launcher["workers"]), len(work)))
+        executor = submitit.LocalExecutor(folder=Path(self.entries[0]["sweep_dir"]) / "logs" / "local")
+        executor.update_parameters(timeout_min=int(self.launcher["time_min"]))
+        parent = (os.getpid(), process_start_time(os.getpid()))
+        # Round-robin so every worker gets a mix of configs and shards finish across the sweep evenly.
+        jobs = [executor.submit(ShardWorker(), work[w::workers], self.launcher.get("threads"),
+                                int(self.launcher["attempts"]), False, parent) for w in range(workers)]
+        self.record_jobs({"executor": "local", "jobs": [str(j.job_id) for j in jobs], "host": socket.gethostname(),
                           "parent_pid": parent[0], "parent_start": parent[1],
-                          "logs": {str(j.job_id): str(j.paths.stderr) for j in jobs}, "submitted_at": time.time()}
-                for entry in entries:
-                    atomic_write_json(Path(entry["config_dir"]) / JOBS_FILE, record)
-                wait_for_shards([Path(e["config_dir"]) for e in entries], jobs, runs, progress=progress)
-            except BaseException:  # interrupted or failed while waiting: leave no worker behind
-                for job in jobs:
-                    job.cancel(check=False)
-                raise
-        return [finalize_entry(entry, runs[entry["config_dir"]]) for entry in entries]
-    finally:
-        for run in runs.values():
-            if run is not None:
-                run.finish()
+                          "logs": {str(j.job_id): str(j.paths.stderr) for j in jobs}, "submitted_at": time.time()})
+        return jobs
+
+    def wait(self, jobs: list[Any]) -> None:
+        try:
+            wait_for_shards([Path(e["config_dir"]) for e in self.entries], jobs, self.runs, progress=self.progress)
+        except BaseException:  # interrupted or failed while waiting: leave no worker behind
+            for job in jobs:
+                job.cancel(check=False)
+            raise
+
+    def finish(self) -> list[dict[str, Any]]:
+        self.runs = {e["config_dir"]: open_config_run(Path(e["config_dir"]), e["logger"], e["sweep_name"])
+                     for e in self.entries}
+        try:
+            return super().finish()
+        finally:
+            for run in self.runs.values():
+                if run is not None:
+                    run.finish()
+
+    def finalize(self, entry: Mapping[str, Any]) -> dict[str, Any]:
+        if entry["config_dir"] in self.errors:
+            return super().finalize(entry)
+        return finalize_entry(entry, self.runs.get(entry["config_dir"]))
+
+
+class SlurmLauncher(Launcher):
+    """Job arrays per round, and per config a dependent job (afterok) that plans the next round and submits it
+    with another such job, or reduces the config when it is settled. This process only submits; with
+    ``launcher.wait`` it then follows the configs until they are reduced or their jobs are gone."""
+
+    name = "slurm"
+
+    def finish(self) -> list[dict[str, Any]]:
+        results = []
+        for entry in self.entries:
+            config_dir = Path(entry["config_dir"])
+            outcome = {"config_dir": str(config_dir), "label": entry["label"]}
+            try:
+                pending = next_work(config_dir, read_plan(config_dir))
+                if pending:
+                    submit_slurm(OmegaConf.create(entry["config"]), config_dir, read_plan(config_dir), pending)
+                    results.append(outcome | {"submitted": True})
+                    continue
+            except Exception as error:
+                log.error("%s: submission failed: %s", config_dir, error)
+                results.append(outcome | {"error": f"{error}"})
+                continue
+            if (config_dir / "certificates.tsv").is_file():
+                results.append(outcome | {"summary": read_json(config_dir / "summary.json")})
+            else:
+                results.append(finalize_entry(entry))
+        if self.launcher.get("wait", False):
+            self.wait([Path(r["config_dir"]) for r in results if r.get("submitted")])
+            for result in results:
+                if result.pop("submitted", False):
+                    config_dir = Path(result["config_dir"])
+                    if (config_dir / "certificates.tsv").is_file():
+                        result["summary"] = read_json(config_dir / "summary.json")
+                    else:
+                        result["error"] = "not reduced: " + (failure_summary(config_dir) or "see `audiocert status`")
+        return results
+
+    def wait(self, jobs: list[Any]) -> None:
+        if jobs:
+            wait_for_configs(jobs)
+            print(format_status(self.entries[0]["sweep_dir"]))
+
+
+LAUNCHERS: dict[str, type[Launcher]] = {cls.name: cls for cls in (DebugLauncher, LocalLauncher, SlurmLauncher)}
+
+
+def advance_config(config_dir: str, config: Mapping[str, Any]) -> dict[str, Any]:
+    """The dependent SLURM job of a round: submit the config's next round (with another such job after it),
+    or reduce and log the config when every point is settled."""
+    plan = read_plan(config_dir)
+    pending = next_work(config_dir, plan)
+    if pending:
+        submit_slurm(OmegaConf.create(dict(config)), Path(config_dir), plan, pending)
+        return {"submitted": len(pending)}
+    return finalize_config(config_dir, config["logger"], str(config["sweep"]["name"]))
 
 
 def wait_for_shards(config_dirs: list[Path], jobs: list[Any], runs: Mapping[str, ConfigRun | None],
@@ -338,6 +476,7 @@ def wait_for_shards(config_dirs: list[Path], jobs: list[Any], runs: Mapping[str,
                       job.paths.stderr)
 
 
+
 def finalize_entry(entry: Mapping[str, Any], run: ConfigRun | None = None) -> dict[str, Any]:
     """Reduce one config and log it; any failure becomes this config's outcome, never another config's."""
     config_dir = Path(entry["config_dir"])
@@ -365,8 +504,9 @@ def plan_config(cfg: DictConfig) -> dict[str, Any]:
     plan = make_plan(cfg)
     config_dir = config_dir_for(sweep_dir, plan)
     plan = write_plan(plan, config_dir)
-    pending = pending_shards(config_dir, plan)
-    log.info("%s -> %s: %d of %d shard(s) to run", config_label(cfg), config_dir, len(pending), len(plan["shards"]))
+    found = inventory(config_dir, plan)
+    pending = found.missing
+    log.info("%s -> %s: %d of %d shard(s) to run", config_label(cfg), config_dir, len(pending), len(found.shards))
     return {"config_dir": str(config_dir), "label": plan["label"], "pending": pending, "kind": kind,
             "launcher": OmegaConf.to_container(cfg.launcher, resolve=True), "sweep_dir": str(sweep_dir),
             "logger": OmegaConf.to_container(cfg.logger, resolve=True), "sweep_name": str(cfg.sweep.name),
@@ -381,60 +521,7 @@ def finish_sweep(entries: Sequence[Mapping[str, Any]], progress: bool = True) ->
     kinds = {e["kind"] for e in unique}
     if len(kinds) != 1:
         raise ValueError(f"one sweep, one launcher: got {sorted(kinds)}")
-    kind = kinds.pop()
-    if kind == "local":
-        return run_local(unique, progress=progress)
-    if kind == "debug":
-        results = []
-        for entry in unique:
-            atomic_write_json(Path(entry["config_dir"]) / JOBS_FILE, {
-                "executor": "debug", "host": socket.gethostname(), "parent_pid": os.getpid(),
-                "parent_start": process_start_time(os.getpid()), "submitted_at": time.time()})
-            if entry["pending"]:
-                executor = submitit.DebugExecutor(folder=Path(entry["sweep_dir"]) / "logs" / "debug")
-                job = executor.submit(ShardWorker(), [(entry["config_dir"], i) for i in entry["pending"]],
-                                      entry["launcher"].get("threads"), int(entry["launcher"]["attempts"]), progress)
-                try:
-                    job.result()
-                except Exception as error:  # recorded under failures/; the reducer names what is missing
-                    log.error("%s", error)
-            results.append(finalize_entry(entry))
-        return results
-    return finish_slurm(unique)
-
-
-def finish_slurm(entries: Sequence[Mapping[str, Any]]) -> list[dict[str, Any]]:
-    results = []
-    for entry in entries:
-        cfg, config_dir = OmegaConf.create(entry["config"]), Path(entry["config_dir"])
-        try:
-            if entry["pending"]:
-                submit_slurm(cfg, config_dir, read_plan(config_dir), entry["pending"])
-                results.append({"config_dir": str(config_dir), "label": entry["label"], "submitted": True})
-                continue
-        except Exception as error:
-            log.error("%s: submission failed: %s", config_dir, error)
-            results.append({"config_dir": str(config_dir), "label": entry["label"], "error": f"{error}"})
-            continue
-        if (config_dir / "certificates.tsv").is_file():
-            results.append({"config_dir": str(config_dir), "label": entry["label"],
-                            "summary": read_json(config_dir / "summary.json")})
-        else:
-            results.append(finalize_entry(entry))
-    if not entries[0]["launcher"].get("wait", False):
-        return results
-    submitted = [Path(r["config_dir"]) for r in results if r.get("submitted")]
-    if submitted:
-        wait_for_configs(submitted)
-        print(format_status(entries[0]["sweep_dir"]))
-    for result in results:
-        if result.pop("submitted", False):
-            config_dir = Path(result["config_dir"])
-            if (config_dir / "certificates.tsv").is_file():
-                result["summary"] = read_json(config_dir / "summary.json")
-            else:
-                result["error"] = "not reduced: " + (failure_summary(config_dir) or "see `audiocert status`")
-    return results
+    return LAUNCHERS[kinds.pop()](unique, progress=progress).finish()
 
 
 def report_outcomes(results: Sequence[Mapping[str, Any]], sweep_dir: str | Path) -> bool:
@@ -465,20 +552,28 @@ def report_outcomes(results: Sequence[Mapping[str, Any]], sweep_dir: str | Path)
 
 
 class FinalizeSweep(Callback):
-    """Hydra callback: collects each job's planned config (its return value) for ``finish_sweep``.
+    """Hydra callback: collects each job's planned config (its return value) and, when the run or multirun
+    ends, writes them to ``record`` (a JSON list) for ``finish_sweep``.
 
     The work itself runs after Hydra returns (see ``audiocert.cli``): Hydra turns exceptions raised inside
     callbacks into warnings, and a failed sweep must make the command fail.
     """
 
-    planned: list[dict[str, Any]] = []
-
-    def on_run_start(self, config: DictConfig, **kwargs: Any) -> None:
-        FinalizeSweep.planned = []
-
-    def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
-        FinalizeSweep.planned = []
+    def __init__(self, record: str | None = None) -> None:
+        self.record = record
+        self.planned: list[dict[str, Any]] = []
 
     def on_job_end(self, config: DictConfig, job_return: JobReturn, **kwargs: Any) -> None:
         if job_return.status == JobStatus.COMPLETED and isinstance(job_return.return_value, dict):
-            FinalizeSweep.planned.append(job_return.return_value)
+            self.planned.append(job_return.return_value)
+
+    def on_run_end(self, config: DictConfig, **kwargs: Any) -> None:
+        self.write()
+
+    def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
+        self.write()
+
+    def write(self) -> None:
+        if self.record:
+            atomic_write_json(Path(self.record), self.planned)
+

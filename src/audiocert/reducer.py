@@ -10,115 +10,26 @@ from __future__ import annotations
 
 import csv
 import io
-import re
 import statistics as pystats
-from collections import defaultdict
 from collections.abc import Mapping
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+from audiocert.algorithms import make_algorithm
 from audiocert.provenance import atomic_write_json, atomic_write_text, code_version
-from audiocert.shards import SHARD_DIR, read_plan, validate_shard_file
+from audiocert.shards import IncompleteSweepError, inventory, merge_counts, read_plan, settled
+from audiocert.stages import stage as stage_entry
 from audiocert.statistics import (
     ABSTAIN,
+    REPORT_RADII,
     certified_accuracy,
-    certify_from_counts,
-    max_certifiable_radius,
     predict_from_counts,
     snr_db,
 )
 
-# The radii of the seed's tables.
-REPORT_RADII: tuple[float, ...] = (0.01, 0.05, 0.25, 0.5, 0.75, 1.0, 1.25, 1.5)
 CERTIFICATE_COLUMNS = ("idx", "label", "predict", "radius", "correct", "time")
-SHARD_NAME = re.compile(r"^(?P<hash>[0-9a-f]+)-(?P<index>\d+)\.json$")
-
-CERTIFIED_OBJECT = {
-    "waveform": "the waveform (float32 samples in [-1, 1])",
-    "magspec": "the magnitude spectrogram |rfft| (frames x 257); a waveform guarantee only via the "
-               "Lipschitz bound of the waveform -> magnitude map",
-    "mfbe": "the normalized Mel-filterbank energies (frames x 64): a feature-space guarantee only; the "
-            "normalization has no Lipschitz bound, so it implies nothing for waveform perturbations",
-}
-
-
-class IncompleteSweepError(RuntimeError):
-    """Raised when a config's shards are missing, duplicated or foreign."""
-
-
-@dataclass
-class ShardInventory:
-    records: dict[int, dict[str, Any]]
-    missing: list[int]
-    duplicated: dict[int, list[Path]]
-    invalid: dict[Path, str]
-
-    @property
-    def complete(self) -> bool:
-        return not (self.missing or self.duplicated or self.invalid)
-
-    def problems(self, config_dir: Path) -> str:
-        lines = []
-        if self.missing:
-            shown = ", ".join(str(i) for i in self.missing[:20])
-            lines.append(f"{len(self.missing)} missing shard(s): {shown}{' ...' if len(self.missing) > 20 else ''}")
-        for index, paths in self.duplicated.items():
-            lines.append(f"shard {index} present {len(paths)} times: {', '.join(str(p) for p in paths)}")
-        for path, why in self.invalid.items():
-            lines.append(f"{path}: {why}")
-        return f"{config_dir}: cannot finalise:\n  " + "\n  ".join(lines)
-
-
-def inventory(config_dir: str | Path, plan: Mapping[str, Any] | None = None) -> ShardInventory:
-    """Classify every file under shards/ against the plan: valid (once), duplicated, invalid, missing."""
-    config_dir = Path(config_dir)
-    plan = plan or read_plan(config_dir)
-    found: dict[int, list[tuple[Path, dict[str, Any]]]] = defaultdict(list)
-    invalid: dict[Path, str] = {}
-    shard_dir = config_dir / SHARD_DIR
-    for path in sorted(shard_dir.glob("*.json")) if shard_dir.is_dir() else []:
-        record, why = validate_shard_file(path, plan)
-        if record is None:
-            invalid[path] = why
-        else:
-            found[record["index"]].append((path, record))
-    duplicated = {i: [p for p, _ in entries] for i, entries in found.items() if len(entries) > 1}
-    records = {}
-    for index, entries in found.items():
-        if len(entries) != 1:
-            continue
-        path, record = entries[0]
-        match = SHARD_NAME.match(path.name)
-        if match and match["hash"] == plan["config_hash"] and int(match["index"]) == index:
-            records[index] = record
-        else:  # a valid shard under a name that is not its own: a stray copy
-            invalid[path] = f"counts of shard {index} under a name that is not its own"
-    missing = [i for i in range(len(plan["shards"])) if i not in records and i not in duplicated]
-    return ShardInventory(records, missing, duplicated, invalid)
-
-
-def merge_counts(plan: Mapping[str, Any], records: Mapping[int, Mapping[str, Any]]) -> dict[str, Any]:
-    """Sum counts per example over shards; also the per-example time, label and stage norm."""
-    num_examples, classes = len(plan["examples"]), int(plan["config"]["dataset"]["num_classes"])
-    selection = np.zeros((num_examples, classes), dtype=np.int64)
-    estimation = np.zeros((num_examples, classes), dtype=np.int64)
-    seconds = np.zeros(num_examples)
-    labels = np.asarray([i["label"] for i in plan["inputs"]])  # every shard's labels were checked against these
-    norms, waveform_norms = np.zeros(num_examples), np.zeros(num_examples)
-    for record in records.values():
-        rows = np.asarray(record["examples"])
-        selection[rows] += np.asarray(record["selection_counts"], dtype=np.int64)
-        estimation[rows] += np.asarray(record["estimation_counts"], dtype=np.int64)
-        seconds[rows] += record["elapsed_s"] / len(rows)  # a shard's time, shared among its examples
-        norms[rows], waveform_norms[rows] = record["stage_norms"], record["waveform_norms"]
-    n0, n = int(plan["quantities"]["n0"]), int(plan["quantities"]["n"])
-    if (selection.sum(1) != n0).any() or (estimation.sum(1) != n).any():
-        raise IncompleteSweepError("merged counts do not add up to n0 / n for every example")
-    return {"selection": selection, "estimation": estimation, "seconds": seconds, "labels": labels,
-            "norms": norms, "waveform_norms": waveform_norms}
 
 
 def certificates_tsv(rows: list[dict[str, Any]]) -> str:
@@ -151,13 +62,16 @@ def reduce_config(config_dir: str | Path) -> dict[str, Any]:
     if not found.complete:
         raise IncompleteSweepError(found.problems(config_dir))
     merged = merge_counts(plan, found.records)
+    if not settled(plan, merged):
+        raise IncompleteSweepError(f"{config_dir}: cannot finalise: some points still need another round of "
+                                   "samples; rerun the `audiocert certify` command of this sweep to run it")
     q = plan["quantities"]
     sigma, alpha, stage = float(q["sigma"]), float(q["alpha"]), q["stage"]
+    algorithm = make_algorithm(q)
     rows, predictions = [], []
     for position, dataset_index in enumerate(plan["examples"]):
         label = int(merged["labels"][position])
-        predict, radius, p_lower = certify_from_counts(merged["selection"][position],
-                                                       merged["estimation"][position], alpha, sigma)
+        predict, radius, p_lower = algorithm.certify(merged["selection"][position], merged["estimation"][position])
         rows.append({"idx": dataset_index, "label": label, "predict": predict, "radius": radius,
                      "correct": predict == label, "time": float(merged["seconds"][position]),
                      "p_lower": p_lower})
@@ -165,7 +79,7 @@ def reduce_config(config_dir: str | Path) -> dict[str, Any]:
         predictions.append((dataset_index, label, predicted, int(predicted == label)))
     radii = np.array([r["radius"] for r in rows])
     correct = np.array([r["correct"] for r in rows])
-    ceiling = max_certifiable_radius(sigma, int(q["n"]), alpha)
+    ceiling = algorithm.max_radius
     grid = radius_grid(ceiling)
     curve = "radius,certified_accuracy\n" + "".join(
         f"{float(r)!r},{certified_accuracy(radii, correct, r)!r}\n" for r in grid
@@ -191,6 +105,10 @@ def reduce_config(config_dir: str | Path) -> dict[str, Any]:
         # 20 log10(||x_waveform|| / r): the waveform-equivalent SNR of a magspec radius is this + 20 log10(L).
         "median_wave_to_radius_db": float(np.median(wave_db)) if wave_db.size else None,
         "samples": int(sum(r["samples"] for r in found.records.values())),
+        "algorithm": algorithm.name,
+        # The cost of a certificate: forward passes of f per point (selection + estimation samples).
+        "forward_passes_per_point": float((merged["selection"].sum() + merged["estimation"].sum()) / len(rows)),
+        "rounds": max(s.round for s in found.shards) + 1,
         "shard_seconds": float(sum(r["elapsed_s"] for r in found.records.values())),
     }
     semantics = certificate_semantics(plan["config"], stage)
@@ -199,6 +117,7 @@ def reduce_config(config_dir: str | Path) -> dict[str, Any]:
         "plan_code_version": plan["code_version"], "reducer_code_version": code_version(),
         "checkpoint": plan["checkpoint"], "checkpoint_digest": q["checkpoint_digest"],
         "stage": stage, "sigma": sigma, "n0": int(q["n0"]), "n": int(q["n"]), "alpha": alpha,
+        "algorithm": algorithm.name, "algorithm_options": q.get("sequential"),
         "shards": len(found.records), "shard_hosts": sorted({r["host"] for r in found.records.values()}),
         "shard_devices": sorted({r["device"] for r in found.records.values()}),
         "device_type": q["device_type"], "inputs_digest": plan["inputs_digest"],
@@ -220,7 +139,7 @@ def certificate_semantics(config: Mapping[str, Any], stage: str) -> dict[str, An
     """The reporting items of Park et al.: what is certified, where the noise enters, and so on."""
     representation = config.get("representation", {})
     return {
-        "certified_object": CERTIFIED_OBJECT[stage],
+        "certified_object": stage_entry(stage).certified_object,
         "perturbation_location": f"input of the base classifier at frontend stage '{stage}'",
         "gain_policy": representation.get("gain_policy", "none: audio as stored (float32 in [-1, 1]); no "
                                           "peak normalization or clipping before the noise"),

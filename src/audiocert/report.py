@@ -39,7 +39,6 @@ from typing import Any
 import numpy as np
 import torch
 
-from audiocert.frontend import STAGES
 from audiocert.lipschitz import DEFAULT_TOLERANCE, METHOD_VERSION, bound_for, linear_map_of
 from audiocert.provenance import (
     atomic_write_json,
@@ -50,9 +49,10 @@ from audiocert.provenance import (
     read_json,
     stable_hash,
 )
-from audiocert.reducer import REPORT_RADII, inventory, read_certificates
-from audiocert.shards import PLAN_FILE
-from audiocert.statistics import ABSTAIN, certified_accuracy, max_certifiable_radius
+from audiocert.reducer import read_certificates
+from audiocert.shards import PLAN_FILE, inventory
+from audiocert.stages import STAGE_REGISTRY, STAGES, WaveformBound, find_stage
+from audiocert.statistics import ABSTAIN, REPORT_RADII, certified_accuracy, max_certifiable_radius
 from audiocert.status import config_dirs
 
 REPORT_FILE = "report.md"
@@ -60,12 +60,6 @@ LIPSCHITZ_CACHE = "lipschitz.json"
 SAFE_NAME = re.compile(r"[A-Za-z0-9._-]+")
 MAX_SLUG = 80
 
-STAGE_NAMES = {"waveform": "waveform", "magspec": "magnitude spectrogram", "mfbe": "normalized Mel-filterbank energies"}
-STAGE_UNITS = {
-    "waveform": "waveform samples, full scale 1",
-    "magspec": "|rfft| magnitude of pre-emphasized frames",
-    "mfbe": "per-frame z-scored Mel energies",
-}
 DPI = 120
 NO_BOUND = "no proven Lipschitz bound for this frontend: no waveform guarantee"
 
@@ -338,8 +332,26 @@ def group_by(results: Sequence[ConfigResult], key) -> dict[Any, list[ConfigResul
     return dict(groups)
 
 
+# A sweep's files may name a stage the registry does not know (another code version): such a stage keeps its name,
+# sorts last and has no waveform guarantee.
 def stage_order(stage: str) -> int:
     return STAGES.index(stage) if stage in STAGES else len(STAGES)
+
+
+def stage_title(stage: str) -> str:
+    entry = find_stage(stage)
+    return entry.title if entry is not None else stage
+
+
+def stage_units(stage: str) -> str:
+    entry = find_stage(stage)
+    return entry.units if entry is not None else "stage units"
+
+
+def waveform_bound(stage: str) -> WaveformBound | None:
+    """How a radius at ``stage`` is a waveform guarantee; None for a stage the registry does not know."""
+    entry = find_stage(stage)
+    return entry.waveform_bound if entry is not None else None
 
 
 def sort_key(r: ConfigResult) -> tuple:
@@ -405,8 +417,8 @@ def figure_per_stage(dataset: str, stage: str, rows: Sequence[ConfigResult], pat
         ax.plot(grid, curve(r.radii, r.correct, grid), color=colour, linewidth=width, label=label,
                 drawstyle="steps-post")
         ax.axvline(r.ceiling, color=colour, linestyle="--", linewidth=1.2)
-    ax.set_title(f"{dataset}: certified accuracy vs radius, smoothing at the {STAGE_NAMES.get(stage, stage)}")
-    ax.set_xlabel(f"L2 radius r in {stage} space ({STAGE_UNITS.get(stage, 'stage units')})")
+    ax.set_title(f"{dataset}: certified accuracy vs radius, smoothing at the {stage_title(stage)}")
+    ax.set_xlabel(f"L2 radius r in {stage} space ({stage_units(stage)})")
     ax.set_ylabel("certified accuracy (fraction of test points)")
     ax.set_xlim(0, xmax)
     ax.grid(True, alpha=0.4)
@@ -437,18 +449,20 @@ def figure_waveform_equivalent(dataset: str, rows: Sequence[ConfigResult], lipsc
                                path: Path) -> Path:
     """Waveform-space guarantees on a log radius axis: waveform stage as is, magspec through r / L."""
     fig, ax = new_figure()
-    scale = {r.config_hash: (1.0 if r.stage == "waveform" else 1.0 / lipschitz[r.config_hash]) for r in rows}
+    direct = {r.config_hash: waveform_bound(r.stage) is WaveformBound.DIRECT for r in rows}
+    scale = {r.config_hash: (1.0 if direct[r.config_hash] else 1.0 / lipschitz[r.config_hash]) for r in rows}
     ceilings = [r.ceiling * scale[r.config_hash] for r in rows]
     grid = np.geomspace(min(ceilings) * 1e-2, max(ceilings) * 1.5, 800)
     for colour, width, r in zip(colours(len(rows)), line_widths(len(rows)), rows, strict=True):
         s = scale[r.config_hash]
-        style = "-" if r.stage == "waveform" else "-."
-        how = "waveform stage" if r.stage == "waveform" else f"magspec stage, r / L (L = {1 / s:.2f})"
+        style = "-" if direct[r.config_hash] else "-."
+        how = f"{r.stage} stage" if direct[r.config_hash] else f"{r.stage} stage, r / L (L = {1 / s:.2f})"
         ax.plot(grid, curve(r.radii * s, r.correct, grid), color=colour, linewidth=width, linestyle=style,
                 label=f"{how}, σ = {r.sigma:g}", drawstyle="steps-post")
         ax.axvline(r.ceiling * s, color=colour, linestyle="--", linewidth=1.2)
     ax.set_xscale("log")
-    ax.set_title(f"{dataset}: guarantees in waveform space\n(mfbe certificates have no waveform equivalent)",
+    unbounded = ", ".join(e.name for e in STAGE_REGISTRY.values() if e.waveform_bound is WaveformBound.NONE)
+    ax.set_title(f"{dataset}: guarantees in waveform space\n({unbounded} certificates have no waveform equivalent)",
                  fontsize=11)
     ax.set_xlabel("waveform L2 radius (samples, full scale 1; log scale)")
     ax.set_ylabel("certified accuracy (fraction of test points)")
@@ -464,8 +478,9 @@ def figure_waveform_equivalent(dataset: str, rows: Sequence[ConfigResult], lipsc
 class WaveformTerms:
     """What a config's certificate implies for waveform perturbations."""
 
-    guarantee: str  # "direct", "lipschitz", "none" (mfbe), "no bound" (magspec without a proven L), "unknown"
-    lipschitz: float | None = None  # L (magspec)
+    guarantee: str  # a WaveformBound ("direct", "lipschitz", "none"); "no bound" (lipschitz without a proven L),
+    #                 "unknown" (a stage the registry does not know)
+    lipschitz: float | None = None  # L (lipschitz)
     radius: float | None = None  # median certified radius in waveform space (r, or r / L)
     snr_db: float | None = None  # median 20 log10(||x_waveform|| / waveform radius)
     snr_note: str = ""  # why snr_db is missing, where it is
@@ -475,11 +490,12 @@ def waveform_terms(r: ConfigResult, entry: Mapping[str, Any] | None) -> Waveform
     """Waveform radius and waveform-equivalent SNR 20 log10(||x_wave|| L / r) of a config (see meaning_section)."""
     certified = r.certified
     raw = float(np.median(r.radii[certified])) if certified.any() else None
-    if r.stage == "waveform":  # the stage is the waveform: both SNRs are the same number
+    bound = waveform_bound(r.stage)
+    if bound is WaveformBound.DIRECT:  # the stage is the waveform: both SNRs are the same number
         key = "median_wave_to_radius_db" if "median_wave_to_radius_db" in r.summary else "median_snr_db"
         snr = r.summary.get(key)
         return WaveformTerms("direct", None, raw, snr, "" if snr is not None else "n/a (no point certified)")
-    if r.stage == "magspec":
+    if bound is WaveformBound.LIPSCHITZ:
         if entry is None:
             return WaveformTerms("no bound", snr_note="none (no proven Lipschitz bound)")
         L = lipschitz_bound(entry)
@@ -490,7 +506,7 @@ def waveform_terms(r: ConfigResult, entry: Mapping[str, Any] | None) -> Waveform
         else:
             snr, note = float(r.summary["median_wave_to_radius_db"]) + 20.0 * math.log10(L), ""
         return WaveformTerms("lipschitz", L, None if raw is None else raw / L, snr, note)
-    if r.stage == "mfbe":
+    if bound is WaveformBound.NONE:
         return WaveformTerms("none", snr_note="none (no waveform guarantee)")
     return WaveformTerms("unknown", snr_note="none (stage not known)")
 
@@ -521,7 +537,7 @@ def meaning_section(r: ConfigResult, clean: Mapping[str, Any], lipschitz: Mappin
     certified = r.certified
     raw = float(np.median(r.radii[certified])) if certified.any() else None
     snr = r.summary.get("median_snr_db")
-    units = STAGE_UNITS.get(r.stage, "stage units")
+    units = stage_units(r.stage)
     terms = waveform_terms(r, lipschitz)
     lines = [f"### {r.label} (`{r.config_hash[:8]}`)", ""]
     lines.append(f"- **Certified object:** {semantics.get('certified_object', r.stage)}")
@@ -549,8 +565,8 @@ def meaning_section(r: ConfigResult, clean: Mapping[str, Any], lipschitz: Mappin
         assert lipschitz is not None and terms.lipschitz is not None
         crop = f"{r.crop_samples:,}-sample crops"
         text = (f"- **Waveform guarantee:** through the proven Lipschitz bound L = {fmt_up(terms.lipschitz)} of "
-                f"waveform -> magnitude spectrogram for {crop}. How L was proven: {lipschitz_proof_text(lipschitz)}. "
-                "A magspec radius r covers every waveform perturbation of L2 norm below r / L")
+                f"waveform -> {stage_title(r.stage)} for {crop}. How L was proven: {lipschitz_proof_text(lipschitz)}. "
+                f"A {r.stage} radius r covers every waveform perturbation of L2 norm below r / L")
         if terms.radius is not None:
             text += f": waveform radius r / L = {terms.radius:.4g} (median over certified points)"
         lines.append(text + ".")
@@ -610,7 +626,7 @@ def write_report(sweep_dirs: list[Path], output: Path | None = None, radii: Sequ
     complete = sorted((r for r in results if r.complete and not left_out(r)), key=sort_key)
     cache = output_file(output, LIPSCHITZ_CACHE)
     lipschitz = {r.config_hash: cached_lipschitz(cache, frontend_config(r), r.crop_samples)
-                 for r in complete if r.stage == "magspec"}
+                 for r in complete if waveform_bound(r.stage) is WaveformBound.LIPSCHITZ}
 
     now = datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds")
     lines = ["# Certification report", "",
@@ -660,7 +676,7 @@ def write_report(sweep_dirs: list[Path], output: Path | None = None, radii: Sequ
     by_table = group_by(complete, lambda r: (r.dataset, r.stage))
     for (dataset, stage), rows in sorted(by_table.items(), key=lambda kv: (kv[0][0], stage_order(kv[0][1]))):
         table, _ = accuracy_table(rows, radii)
-        lines += [f"### {dataset}, {STAGE_NAMES.get(stage, stage)} ({stage})", "", table, ""]
+        lines += [f"### {dataset}, {stage_title(stage)} ({stage})", "", table, ""]
         ns, alphas, n0s = sorted({r.n for r in rows}), sorted({r.alpha for r in rows}), sorted({r.n0 for r in rows})
         if len(ns) > 1 or len(alphas) > 1:
             differ = ([f"n ({', '.join(map(str, ns))})"] if len(ns) > 1 else []) + (
@@ -669,7 +685,7 @@ def write_report(sweep_dirs: list[Path], output: Path | None = None, radii: Sequ
                       "(and, for α, their confidence) differ, so compare rows with care.", ""]
         else:
             lines += [f"All rows: n0 = {', '.join(map(str, n0s))}, n = {ns[0]}, α = {alphas[0]:g}; radii in "
-                      f"{stage} space ({STAGE_UNITS.get(stage, 'stage units')}).", ""]
+                      f"{stage} space ({stage_units(stage)}).", ""]
 
     # --- figures ---
     figures = []
@@ -677,9 +693,9 @@ def write_report(sweep_dirs: list[Path], output: Path | None = None, radii: Sequ
         name = f"certified_{slug(dataset)}_{slug(stage)}.png"
         path = figure_per_stage(dataset, stage, rows, output_file(output, name))
         figures.append((path, f"{dataset}: certified accuracy vs L2 radius, smoothing at the "
-                              f"{STAGE_NAMES.get(stage, stage)}, one line per σ; dashed vertical lines mark each "
+                              f"{stage_title(stage)}, one line per σ; dashed vertical lines mark each "
                               f"σ's ceiling σ·Φ⁻¹(α^(1/n)) in the same colour. Radii in {stage} space "
-                              f"({STAGE_UNITS.get(stage, 'stage units')})."))
+                              f"({stage_units(stage)})."))
     for (dataset, sigma), rows in sorted(group_by(complete, lambda r: (r.dataset, r.sigma)).items()):
         if len({r.stage for r in rows}) < 2:
             continue  # one stage at this sigma: its per-stage figure already shows it
@@ -691,11 +707,13 @@ def write_report(sweep_dirs: list[Path], output: Path | None = None, radii: Sequ
                               "energies), so the lines compare how far each stage's own guarantee reaches, not "
                               "robustness to the same perturbation."))
     scale = {h: lipschitz_bound(e) for h, e in lipschitz.items() if e is not None}
-    in_waveform_space = [r for r in complete if r.stage == "waveform" or r.config_hash in scale]
+    in_waveform_space = [r for r in complete
+                         if waveform_bound(r.stage) is WaveformBound.DIRECT or r.config_hash in scale]
     for dataset, rows in sorted(group_by(in_waveform_space, lambda r: r.dataset).items()):
         rows = sorted(rows, key=sort_key)
         unbounded = [r for r in complete
-                     if r.dataset == dataset and r.stage == "magspec" and r.config_hash not in scale]
+                     if r.dataset == dataset and waveform_bound(r.stage) is WaveformBound.LIPSCHITZ
+                     and r.config_hash not in scale]
         path = figure_waveform_equivalent(dataset, rows, scale,
                                           output_file(output, f"waveform_equivalent_{slug(dataset)}.png"))
         caption = (f"{dataset}: the guarantees that hold in waveform space, on a log radius axis: waveform-stage "

@@ -32,7 +32,8 @@ import numpy as np
 import torch
 from torch import nn
 
-from audiocert.frontend import DeepSpeakerFrontend, check_stage
+from audiocert.frontend import DeepSpeakerFrontend
+from audiocert.stages import check_stage
 from audiocert.statistics import ABSTAIN, certify_from_counts, predict_from_counts
 
 PHASES: dict[str, int] = {"selection": 0, "estimation": 1, "prediction": 2}

@@ -1,12 +1,16 @@
-"""The plan of a certification config and the shard worker.
+"""The plan of a certification config, its rounds of shards, and the shard worker.
 
-A config (dataset x representation x sigma x sample counts x seed x checkpoint) certifies P test points
-with n0 selection and n estimation samples each. Its plan cuts that into shards: blocks of ``shard.examples``
-points times chunks of ``shard.samples`` sample indices; chunk j covers selection samples
-[j S, min((j + 1) S, n0)) and estimation samples [j S, min((j + 1) S, n)). Every shard writes one counts file,
+A config (dataset x representation x sigma x algorithm x sample counts x seed x checkpoint) certifies P test
+points. Work comes in rounds: the certification algorithm (``audiocert.algorithms``) says, from the counts so
+far, how many samples of each phase every point should have in all; the points that need more get a range
+[done, target) of each such phase. A round is cut into shards: blocks of ``shard.examples`` points asking for
+the same ranges, times chunks of ``shard.samples`` sample indices of each range. Round 0 is in plan.json;
+round k >= 1 is planned from the merged counts of the rounds before it and written to ``rounds/<k>.json``
+(Cohen's CERTIFY has only round 0). Shard indices run on across rounds. Every shard writes one counts file,
 ``shards/<config_hash>-<index>.json``, atomically; a shard is done when that file exists and validates, never
 because a scheduler says so. Noise streams depend only on (seed, example, phase, sample index) (see
-``audiocert.sampler``), so the counts, and hence the certificates, do not depend on how the work is cut.
+``audiocert.sampler``), so the counts, and hence the certificates, do not depend on how the work is cut, and
+merging checks that the ranges of every (point, phase) tile [0, total) exactly: nothing is counted twice.
 """
 
 from __future__ import annotations
@@ -21,7 +25,7 @@ import socket
 import time
 from collections import OrderedDict
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -29,10 +33,10 @@ import numpy as np
 import torch
 from omegaconf import DictConfig, OmegaConf
 
+from audiocert.algorithms import ALGORITHMS, Algorithm, make_algorithm
 from audiocert.checkpoint import LoadedClassifier, load_checkpoint
 from audiocert.data import CropDataset, build_datasets
 from audiocert.devices import resolve_device
-from audiocert.frontend import check_stage
 from audiocert.provenance import (
     CorruptFileError,
     atomic_write_json,
@@ -43,25 +47,41 @@ from audiocert.provenance import (
     stable_hash,
 )
 from audiocert.sampler import MAX_BLOCKS, MAX_EXAMPLES, Smooth, StagedClassifier
+from audiocert.stages import check_stage
+from audiocert.statistics import REPORT_RADII
 
 log = logging.getLogger(__name__)
 
 PLAN_FILE = "plan.json"
 SHARD_DIR = "shards"
-SHARD_FORMAT = 2  # 2: input digests, device type, labels and waveform norms checked against the plan
+ROUND_DIR = "rounds"
+SHARD_FORMAT = 3  # 3: generic phase ranges and rounds; 2: input digests, device type, labels, waveform norms
+COUNTED_PHASES = ("selection", "estimation")  # the phases CERTIFY counts
+
+
+class IncompleteSweepError(RuntimeError):
+    """Raised when a config's shards are missing, duplicated, foreign, or its rounds are not finished."""
 
 
 @dataclass(frozen=True)
 class Shard:
     index: int
     examples: tuple[int, ...]  # positions into the plan's example list
-    selection: tuple[int, int]  # sample range [lo, hi) of the selection phase (may be empty)
-    estimation: tuple[int, int]  # sample range [lo, hi) of the estimation phase (may be empty)
+    ranges: dict[str, tuple[int, int]]  # phase -> sample range [lo, hi) of that phase, for every example
+    round: int = 0
 
     @property
     def samples(self) -> int:
-        width = (self.selection[1] - self.selection[0]) + (self.estimation[1] - self.estimation[0])
-        return len(self.examples) * width
+        return len(self.examples) * sum(hi - lo for lo, hi in self.ranges.values())
+
+    def to_json(self) -> dict[str, Any]:
+        return {"index": self.index, "round": self.round, "examples": list(self.examples),
+                "ranges": {phase: list(r) for phase, r in self.ranges.items()}}
+
+    @classmethod
+    def from_json(cls, data: Mapping[str, Any]) -> Shard:
+        return cls(int(data["index"]), tuple(data["examples"]),
+                   {str(phase): (int(r[0]), int(r[1])) for phase, r in data["ranges"].items()}, int(data["round"]))
 
 
 def check_certify_config(cfg: DictConfig) -> None:
@@ -80,6 +100,18 @@ def check_certify_config(cfg: DictConfig) -> None:
         raise ValueError(f"certify.alpha={c.alpha} must lie in (0, 0.5)")
     if not float(cfg.smoothing.sigma) > 0:
         raise ValueError(f"smoothing.sigma={cfg.smoothing.sigma} must be positive")
+    if c.algorithm not in ALGORITHMS:
+        raise ValueError(f"certify.algorithm={c.algorithm!r}: choose one of {', '.join(ALGORITHMS)}")
+    if c.algorithm == "sequential":
+        seq = c.sequential
+        if int(seq.first) < 1:
+            raise ValueError(f"certify.sequential.first={seq.first} must be a positive integer")
+        if not float(seq.growth) > 1:
+            raise ValueError(f"certify.sequential.growth={seq.growth} must exceed 1")
+        if not 0 < float(seq.stop_alpha) < 0.5:
+            raise ValueError(f"certify.sequential.stop_alpha={seq.stop_alpha} must lie in (0, 0.5)")
+        if seq.radii is not None and (not seq.radii or any(not float(r) > 0 for r in seq.radii)):
+            raise ValueError(f"certify.sequential.radii={list(seq.radii or [])} must be positive radii")
     seed = cfg.seed
     if isinstance(seed, bool) or not isinstance(seed, int) or not 0 <= seed < 1 << 63:
         raise ValueError(f"seed={seed!r} must be an integer in [0, 2**63)")
@@ -123,17 +155,28 @@ def select_examples(num_speakers: int, crops_per_speaker: int, points_per_speake
     return [s * crops_per_speaker + int(o) for s in range(num_speakers) for o in offsets]
 
 
-def make_shards(num_examples: int, n0: int, n: int, examples_per_shard: int, samples_per_shard: int) -> list[Shard]:
-    shards = []
-    chunks = math.ceil(max(n0, n) / samples_per_shard)
-    for first in range(0, num_examples, examples_per_shard):
-        examples = tuple(range(first, min(first + examples_per_shard, num_examples)))
-        for j in range(chunks):
-            lo = j * samples_per_shard
-            selection = (min(lo, n0), min(lo + samples_per_shard, n0))
-            estimation = (min(lo, n), min(lo + samples_per_shard, n))
-            shards.append(Shard(len(shards), examples, selection, estimation))
+def cut_shards(groups: Sequence[tuple[Sequence[int], Mapping[str, tuple[int, int]]]], examples_per_shard: int,
+               samples_per_shard: int, first_index: int = 0, round: int = 0) -> list[Shard]:
+    """Shards of a round: each group (points, phase -> [lo, hi)) cut into blocks of points times chunks of
+    samples; chunk j covers [lo + j S, lo + (j + 1) S) of every phase's range (ranges left empty are dropped)."""
+    shards: list[Shard] = []
+    for examples, ranges in groups:
+        examples = list(examples)
+        chunks = math.ceil(max(hi - lo for lo, hi in ranges.values()) / samples_per_shard)
+        for first in range(0, len(examples), examples_per_shard):
+            block = tuple(examples[first : first + examples_per_shard])
+            for j in range(chunks):
+                chunk = {phase: (min(lo + j * samples_per_shard, hi), min(lo + (j + 1) * samples_per_shard, hi))
+                         for phase, (lo, hi) in ranges.items()}
+                chunk = {phase: r for phase, r in chunk.items() if r[1] > r[0]}
+                shards.append(Shard(first_index + len(shards), block, chunk, round))
     return shards
+
+
+def make_shards(num_examples: int, n0: int, n: int, examples_per_shard: int, samples_per_shard: int) -> list[Shard]:
+    """Cohen's single round: every point gets selection [0, n0) and estimation [0, n)."""
+    return cut_shards([(range(num_examples), {"selection": (0, n0), "estimation": (0, n)})],
+                      examples_per_shard, samples_per_shard)
 
 
 def certified_quantities(cfg: DictConfig) -> dict[str, Any]:
@@ -146,6 +189,11 @@ def certified_quantities(cfg: DictConfig) -> dict[str, Any]:
         "sigma": float(resolved["smoothing"]["sigma"]),
         "n0": int(resolved["certify"]["n0"]), "n": int(resolved["certify"]["n"]),
         "alpha": float(resolved["certify"]["alpha"]),
+        "algorithm": resolved["certify"]["algorithm"],
+        # The sequential options decide which samples are drawn and at which level: part of the counts' meaning.
+        **({"sequential": {**resolved["certify"]["sequential"],
+                           "radii": list(resolved["certify"]["sequential"]["radii"] or REPORT_RADII)}}
+           if resolved["certify"]["algorithm"] == "sequential" else {}),
         "points_per_speaker": int(resolved["certify"]["points_per_speaker"]),
         "block_size": int(resolved["certify"]["block_size"]),
         "bf16": bool(resolved["certify"].get("bf16", False)),  # bf16 autocast is part of the base classifier f
@@ -205,16 +253,36 @@ def make_plan(cfg: DictConfig) -> dict[str, Any]:
         where = test.describe(index)
         inputs.append({"index": index, "label": int(label), "digest": waveform_digest(waveform),
                        "path": str(where["path"]), "offset": int(where["offset"])})
-    shards = make_shards(len(examples), int(cfg.certify.n0), int(cfg.certify.n),
-                         int(cfg.certify.shard.examples), int(cfg.certify.shard.samples))
+    algorithm = make_algorithm(quantities)
+    classes = int(cfg.dataset.num_classes)
+    shards = round_shards(algorithm, np.zeros((len(examples), classes), np.int64),
+                          np.zeros((len(examples), classes), np.int64), int(cfg.certify.shard.examples),
+                          int(cfg.certify.shard.samples), first_index=0, round=0)
     plan = {
         "config_hash": config_hash, "code_version": code_version(), "label": config_label(cfg),
         "config": resolved, "quantities": quantities,
         "checkpoint": str(checkpoint.resolve()), "examples": examples, "inputs": inputs,
         "inputs_digest": stable_hash([i["digest"] for i in inputs]),
-        "shards": [asdict(s) for s in shards],
+        "shards": [s.to_json() for s in shards],
     }
     return plan
+
+
+def round_shards(algorithm: Algorithm, selection: np.ndarray, estimation: np.ndarray, examples_per_shard: int,
+                 samples_per_shard: int, first_index: int, round: int) -> list[Shard]:
+    """The shards of the next round: for every point whose algorithm targets exceed its counts, the missing
+    ranges [done, target) of each phase. Points asking for the same ranges share shards. Empty when settled."""
+    groups: dict[tuple, list[int]] = {}
+    for position in range(selection.shape[0]):
+        done = (int(selection[position].sum()), int(estimation[position].sum()))
+        target = algorithm.targets(selection[position], estimation[position])
+        ranges = tuple((phase, lo, hi) for phase, lo, hi in zip(COUNTED_PHASES, done, target, strict=True) if hi > lo)
+        if any(hi < lo for lo, hi in zip(done, target, strict=True)):
+            raise ValueError(f"{algorithm.name} asks for fewer samples than already counted: {done} -> {target}")
+        if ranges:
+            groups.setdefault(ranges, []).append(position)
+    return cut_shards([(points, {phase: (lo, hi) for phase, lo, hi in key}) for key, points in groups.items()],
+                      examples_per_shard, samples_per_shard, first_index, round)
 
 
 PLAN_RECOVERY = ("rerun the `audiocert certify` command that made this sweep: it rewrites plan.json from the config "
@@ -242,13 +310,49 @@ def read_plan(config_dir: str | Path) -> dict[str, Any]:
         assert isinstance(inputs, list) and [i["index"] for i in inputs] == examples
         assert all(type(i["label"]) is int and isinstance(i["digest"], str) for i in inputs)
         assert stable_hash([i["digest"] for i in inputs]) == plan["inputs_digest"]
-        assert all(type(s["index"]) is int and s["index"] == k for k, s in enumerate(plan["shards"]))
-        assert all(0 <= e < len(examples) for s in plan["shards"] for e in s["examples"])
+        check_shard_list(plan["shards"], 0, len(examples))
         int(plan["config"]["dataset"]["num_classes"]), int(plan["quantities"]["n0"]), int(plan["quantities"]["n"])
+        make_algorithm(plan["quantities"])
     except (AssertionError, KeyError, TypeError, ValueError) as error:
         raise CorruptFileError(f"{path} is not a valid plan ({error.__class__.__name__}: {error}): "
                                f"{PLAN_RECOVERY}") from None
     return plan
+
+
+def check_shard_list(shards: Any, first_index: int, num_examples: int) -> None:
+    """AssertionError unless ``shards`` are well-formed shard specs numbered from ``first_index``."""
+    assert isinstance(shards, list)
+    for k, spec in enumerate(shards):
+        assert type(spec["index"]) is int and spec["index"] == first_index + k, f"shard index {spec['index']}"
+        assert all(type(e) is int and 0 <= e < num_examples for e in spec["examples"]) and spec["examples"]
+        assert isinstance(spec["ranges"], dict) and set(spec["ranges"]) <= set(COUNTED_PHASES)
+        assert all(len(r) == 2 and all(type(v) is int for v in r) and 0 <= r[0] < r[1]
+                   for r in spec["ranges"].values())
+
+
+def round_path(config_dir: str | Path, round: int) -> Path:
+    return Path(config_dir) / ROUND_DIR / f"{round:03d}.json"
+
+
+ROUND_RECOVERY = ("remove it: the next `audiocert certify` of this sweep plans that round again from the counts "
+                  "(rounds are a function of the counts, so nothing is lost)")
+
+
+def known_shards(config_dir: str | Path, plan: Mapping[str, Any]) -> list[Shard]:
+    """The shards of every round planned so far: round 0 from the plan, then rounds/001.json, 002.json, ..."""
+    shards = [Shard.from_json(s) for s in plan["shards"]]
+    round = 1
+    while (path := round_path(config_dir, round)).is_file():
+        data = read_json(path, recover=ROUND_RECOVERY)
+        try:
+            assert isinstance(data, dict) and data["config_hash"] == plan["config_hash"] and data["round"] == round
+            check_shard_list(data["shards"], len(shards), len(plan["examples"]))
+        except (AssertionError, KeyError, TypeError) as error:
+            raise CorruptFileError(f"{path} is not round {round} of config {plan['config_hash']} "
+                                   f"({error.__class__.__name__}: {error}): {ROUND_RECOVERY}") from None
+        shards += [Shard.from_json(s) for s in data["shards"]]
+        round += 1
+    return shards
 
 
 def write_plan(plan: dict[str, Any], config_dir: str | Path) -> dict[str, Any]:
@@ -295,9 +399,6 @@ def shard_path(config_dir: str | Path, config_hash: str, index: int) -> Path:
     return Path(config_dir) / SHARD_DIR / f"{config_hash}-{index:05d}.json"
 
 
-def plan_shards(plan: Mapping[str, Any]) -> list[Shard]:
-    return [Shard(s["index"], tuple(s["examples"]), tuple(s["selection"]), tuple(s["estimation"]))
-            for s in plan["shards"]]
 
 
 def _is_int(value: Any) -> bool:
@@ -309,7 +410,8 @@ def _finite_numbers(values: Any, minimum: float = 0.0) -> bool:
         type(v) in (int, float) and math.isfinite(v) and v >= minimum for v in values)
 
 
-def validate_shard_file(path: Path, plan: Mapping[str, Any]) -> tuple[dict[str, Any] | None, str]:
+def validate_shard_file(path: Path, plan: Mapping[str, Any],
+                        shards: Sequence[Shard]) -> tuple[dict[str, Any] | None, str]:
     """(record, '') when ``path`` is a complete counts file of this plan, else (None, why not).
 
     Checks what the counts mean, not only their sums: the same config, code, device type and inputs (the
@@ -332,11 +434,11 @@ def validate_shard_file(path: Path, plan: Mapping[str, Any]) -> tuple[dict[str, 
     if record.get("seed") != plan["quantities"]["seed"]:
         return None, f"seed {record.get('seed')!r} != plan's {plan['quantities']['seed']}"
     index = record.get("index")
-    if not _is_int(index) or not 0 <= index < len(plan["shards"]):
-        return None, f"shard index {index!r} not in the plan"
-    expected = plan["shards"][index]
-    for key in ("examples", "selection", "estimation"):
-        if record.get(key) != list(expected[key]):
+    if not _is_int(index) or not 0 <= index < len(shards):
+        return None, f"shard index {index!r} not in the rounds planned so far"
+    expected = shards[index].to_json()
+    for key in ("round", "examples", "ranges"):
+        if record.get(key) != expected[key]:
             return None, f"covers {key}={record.get(key)}, plan says {expected[key]}"
     inputs = [plan["inputs"][p] for p in expected["examples"]]
     for key, field, what in (("dataset_indices", "index", "dataset indices"), ("labels", "label", "labels"),
@@ -349,10 +451,12 @@ def validate_shard_file(path: Path, plan: Mapping[str, Any]) -> tuple[dict[str, 
     classes = int(plan["config"]["dataset"]["num_classes"])
     if any(not 0 <= label < classes for label in record["labels"]):
         return None, f"labels {record['labels']} outside [0, {classes})"
-    width = {"selection": expected["selection"][1] - expected["selection"][0],
-             "estimation": expected["estimation"][1] - expected["estimation"][0]}
-    for phase in ("selection", "estimation"):
-        counts = record.get(f"{phase}_counts")
+    width = {phase: hi - lo for phase, (lo, hi) in expected["ranges"].items()}
+    counted = record.get("counts")
+    if not isinstance(counted, dict) or set(counted) != set(width):
+        return None, f"counts are not one table per phase of {sorted(width)}"
+    for phase in width:
+        counts = counted[phase]
         rows_ok = isinstance(counts, list) and len(counts) == len(inputs) and all(
             isinstance(row, list) and len(row) == classes and all(_is_int(c) and c >= 0 for c in row)
             for row in counts)
@@ -360,7 +464,7 @@ def validate_shard_file(path: Path, plan: Mapping[str, Any]) -> tuple[dict[str, 
             return None, f"{phase} counts are not {len(inputs)} x {classes} non-negative integers"
         if any(sum(row) != width[phase] for row in counts):
             return None, f"{phase} counts do not add up to the shard's {width[phase]} samples"
-    if record.get("samples") != len(inputs) * (width["selection"] + width["estimation"]):
+    if record.get("samples") != len(inputs) * sum(width.values()):
         return None, f"samples={record.get('samples')!r} does not match the shard's coverage"
     if not _finite_numbers([record.get("elapsed_s"), record.get("finished_at")]):
         return None, "elapsed_s / finished_at are not finite non-negative numbers"
@@ -369,9 +473,9 @@ def validate_shard_file(path: Path, plan: Mapping[str, Any]) -> tuple[dict[str, 
     return record, ""
 
 
-def shard_done(config_dir: str | Path, plan: Mapping[str, Any], index: int) -> bool:
+def shard_done(config_dir: str | Path, plan: Mapping[str, Any], index: int, shards: Sequence[Shard]) -> bool:
     path = shard_path(config_dir, plan["config_hash"], index)
-    return path.is_file() and validate_shard_file(path, plan)[0] is not None
+    return path.is_file() and validate_shard_file(path, plan, shards)[0] is not None
 
 
 class ShardContext:
@@ -442,18 +546,19 @@ def run_shard(config_dir: str | Path, plan: Mapping[str, Any], index: int,
     ``on_example(done, total)`` is called after each example's counts (progress in a job's log).
     """
     path = shard_path(config_dir, plan["config_hash"], index)
-    if shard_done(config_dir, plan, index):
+    shards = known_shards(config_dir, plan)
+    if shard_done(config_dir, plan, index, shards):
         return path
     context = context or shard_context(config_dir, plan)
-    shard = plan_shards(plan)[index]
+    shard = shards[index]
     started = time.monotonic()
-    selection, estimation, stage_norms, waveform_norms, inputs = [], [], [], [], []
+    counts: dict[str, list[list[int]]] = {phase: [] for phase in shard.ranges}
+    stage_norms, waveform_norms, inputs = [], [], []
     for position in shard.examples:
         waveform, x_stage, planned = context.example(position)
-        selection.append(context.smooth.counts(x_stage, "selection", *shard.selection, context.batch_size,
-                                               example=planned["index"]).tolist())
-        estimation.append(context.smooth.counts(x_stage, "estimation", *shard.estimation, context.batch_size,
-                                                example=planned["index"]).tolist())
+        for phase, (lo, hi) in shard.ranges.items():
+            counts[phase].append(context.smooth.counts(x_stage, phase, lo, hi, context.batch_size,
+                                                       example=planned["index"]).tolist())
         stage_norms.append(float(torch.linalg.vector_norm(x_stage.double())))
         waveform_norms.append(float(torch.linalg.vector_norm(waveform.double())))
         inputs.append(planned)
@@ -462,11 +567,10 @@ def run_shard(config_dir: str | Path, plan: Mapping[str, Any], index: int,
     elapsed = time.monotonic() - started
     record = {
         "format": SHARD_FORMAT, "config_hash": plan["config_hash"], "code_version": code_version(),
-        "index": index, "examples": list(shard.examples), "selection": list(shard.selection),
-        "estimation": list(shard.estimation), "dataset_indices": [i["index"] for i in inputs],
+        **shard.to_json(), "dataset_indices": [i["index"] for i in inputs],
         "labels": [i["label"] for i in inputs], "input_digests": [i["digest"] for i in inputs],
         "stage_norms": stage_norms, "waveform_norms": waveform_norms,
-        "selection_counts": selection, "estimation_counts": estimation,
+        "counts": counts,
         "seed": int(plan["config"]["seed"]), "samples": shard.samples, "elapsed_s": elapsed,
         "device": str(context.device), "device_type": context.device.type, "host": socket.gethostname(),
         "finished_at": time.time(), "slurm_job_id": os.environ.get("SLURM_JOB_ID"), "slurm_task": slurm_task_id(),
@@ -495,7 +599,132 @@ def run_shards(work: Sequence[tuple[str, int]], threads: int | None = None, prog
     written = []
     for config_dir, index in tqdm(work, desc="shards", disable=not progress, dynamic_ncols=True):
         plan = plans.setdefault(config_dir, read_plan(config_dir))
-        if shard_done(config_dir, plan, index):
+        if shard_done(config_dir, plan, index, known_shards(config_dir, plan)):
             continue
         written.append(run_shard(config_dir, plan, index, shard_context(config_dir, plan), on_example))
     return written
+
+
+# ----------------------------------------------------------------------------------------------------------
+# Inventory, merging and rounds
+# ----------------------------------------------------------------------------------------------------------
+SHARD_NAME = re.compile(r"^(?P<hash>[0-9a-f]+)-(?P<index>\d+)\.json$")
+
+
+@dataclass
+class ShardInventory:
+    shards: list[Shard]  # every shard of the rounds planned so far
+    records: dict[int, dict[str, Any]]
+    missing: list[int]
+    duplicated: dict[int, list[Path]]
+    invalid: dict[Path, str]
+
+    @property
+    def complete(self) -> bool:
+        return not (self.missing or self.duplicated or self.invalid)
+
+    def problems(self, config_dir: Path) -> str:
+        lines = []
+        if self.missing:
+            shown = ", ".join(str(i) for i in self.missing[:20])
+            lines.append(f"{len(self.missing)} missing shard(s): {shown}{' ...' if len(self.missing) > 20 else ''}")
+        for index, paths in self.duplicated.items():
+            lines.append(f"shard {index} present {len(paths)} times: {', '.join(str(p) for p in paths)}")
+        for path, why in self.invalid.items():
+            lines.append(f"{path}: {why}")
+        return f"{config_dir}: cannot finalise:\n  " + "\n  ".join(lines)
+
+
+def inventory(config_dir: str | Path, plan: Mapping[str, Any] | None = None) -> ShardInventory:
+    """Classify every file under shards/ against the rounds planned so far: valid (once), duplicated,
+    invalid, missing."""
+    config_dir = Path(config_dir)
+    plan = plan or read_plan(config_dir)
+    shards = known_shards(config_dir, plan)
+    found: dict[int, list[tuple[Path, dict[str, Any]]]] = {}
+    invalid: dict[Path, str] = {}
+    shard_dir = config_dir / SHARD_DIR
+    for path in sorted(shard_dir.glob("*.json")) if shard_dir.is_dir() else []:
+        record, why = validate_shard_file(path, plan, shards)
+        if record is None:
+            invalid[path] = why
+        else:
+            found.setdefault(record["index"], []).append((path, record))
+    duplicated = {i: [p for p, _ in entries] for i, entries in found.items() if len(entries) > 1}
+    records = {}
+    for index, entries in found.items():
+        if len(entries) != 1:
+            continue
+        path, record = entries[0]
+        match = SHARD_NAME.match(path.name)
+        if match and match["hash"] == plan["config_hash"] and int(match["index"]) == index:
+            records[index] = record
+        else:  # a valid shard under a name that is not its own: a stray copy
+            invalid[path] = f"counts of shard {index} under a name that is not its own"
+    missing = [s.index for s in shards if s.index not in records and s.index not in duplicated]
+    return ShardInventory(shards, records, missing, duplicated, invalid)
+
+
+def merge_counts(plan: Mapping[str, Any], records: Mapping[int, Mapping[str, Any]]) -> dict[str, Any]:
+    """Sum counts per point and phase over shards, after checking that the ranges of every (point, phase)
+    tile [0, total) with no gap and no overlap (so no sample is counted twice, whatever was requeued).
+
+    Also the per-point compute time, label, stage norm and waveform norm."""
+    num_examples, classes = len(plan["examples"]), int(plan["config"]["dataset"]["num_classes"])
+    totals = {phase: np.zeros((num_examples, classes), dtype=np.int64) for phase in COUNTED_PHASES}
+    covered: dict[tuple[int, str], list[tuple[int, int]]] = {}
+    seconds = np.zeros(num_examples)
+    labels = np.asarray([i["label"] for i in plan["inputs"]])  # every shard's labels were checked against these
+    norms, waveform_norms = np.zeros(num_examples), np.zeros(num_examples)
+    for record in records.values():
+        rows = np.asarray(record["examples"])
+        for phase, (lo, hi) in record["ranges"].items():
+            totals[phase][rows] += np.asarray(record["counts"][phase], dtype=np.int64)
+            for row in record["examples"]:
+                covered.setdefault((row, phase), []).append((lo, hi))
+        seconds[rows] += record["elapsed_s"] / len(rows)  # a shard's time, shared among its examples
+        norms[rows], waveform_norms[rows] = record["stage_norms"], record["waveform_norms"]
+    for (row, phase), ranges in covered.items():
+        end = 0
+        for lo, hi in sorted(ranges):
+            if lo != end:
+                raise IncompleteSweepError(
+                    f"{'overlapping' if lo < end else 'non-contiguous'} {phase} ranges of point {row}: "
+                    f"{sorted(ranges)}: its counts would not be one prefix of its noise stream")
+            end = hi
+    return {**totals, "seconds": seconds, "labels": labels, "norms": norms, "waveform_norms": waveform_norms}
+
+
+def next_work(config_dir: str | Path, plan: Mapping[str, Any]) -> list[int]:
+    """Indices of the shards to run now: the missing shards of the rounds planned so far or, when those are all
+    done, the shards of the next round (planned from the merged counts and written to rounds/). Empty when
+    every point is settled: the config is ready to reduce.
+
+    A round's file is written once; a rerun after a kill finds it and runs what is missing of it, so no
+    round is planned twice and no sample range is drawn twice.
+    """
+    config_dir = Path(config_dir)
+    found = inventory(config_dir, plan)
+    if found.missing or found.duplicated:
+        return found.missing
+    merged = merge_counts(plan, found.records)
+    last_round = max(s.round for s in found.shards)
+    shards = round_shards(make_algorithm(plan["quantities"]), merged["selection"], merged["estimation"],
+                          int(plan["quantities"]["shard"]["examples"]), int(plan["quantities"]["shard"]["samples"]),
+                          first_index=len(found.shards), round=last_round + 1)
+    if not shards:
+        return []
+    atomic_write_json(round_path(config_dir, last_round + 1), {
+        "config_hash": plan["config_hash"], "round": last_round + 1, "planned_at": time.time(),
+        "shards": [s.to_json() for s in shards]})
+    log.info("%s: round %d asks %d point(s) for more samples (%d shard(s))", plan["label"], last_round + 1,
+             len({e for s in shards for e in s.examples}), len(shards))
+    return [s.index for s in shards]
+
+
+def settled(plan: Mapping[str, Any], merged: Mapping[str, np.ndarray]) -> bool:
+    """True when the algorithm asks no point for more samples (the config can be reduced)."""
+    algorithm = make_algorithm(plan["quantities"])
+    return all(algorithm.targets(merged["selection"][p], merged["estimation"][p])
+               == (int(merged["selection"][p].sum()), int(merged["estimation"][p].sum()))
+               for p in range(len(plan["examples"])))

@@ -17,6 +17,8 @@ import numpy as np
 from scipy.stats import beta, binomtest, norm
 
 ABSTAIN = -1
+# The radii the report's tables ask about ("is R >= r?"), in the units of the smoothing stage.
+REPORT_RADII: tuple[float, ...] = (0.01, 0.05, 0.25, 0.5, 0.75, 1.0, 1.25, 1.5)
 
 
 def check_alpha(alpha: float) -> None:

@@ -16,8 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from audiocert.provenance import CorruptFileError, read_json
-from audiocert.reducer import inventory
-from audiocert.shards import PLAN_FILE, read_plan
+from audiocert.shards import PLAN_FILE, inventory, read_plan
 
 JOBS_FILE = "jobs.json"
 
@@ -77,10 +76,9 @@ def config_status(config_dir: Path) -> dict[str, Any]:
     plan = read_plan(config_dir)
     found = inventory(config_dir, plan)
     records = list(found.records.values())
-    total = len(plan["shards"])
-    samples_total = sum(
-        len(s["examples"]) * ((s["selection"][1] - s["selection"][0]) + (s["estimation"][1] - s["estimation"][0]))
-        for s in plan["shards"])
+    total = len(found.shards)  # of the rounds planned so far (a sequential config adds rounds as it goes)
+    samples_total = sum(s.samples for s in found.shards)
+    rounds = max(s.round for s in found.shards) + 1
     samples_done = sum(r["samples"] for r in records)
     busy = sum(r["elapsed_s"] for r in records)
     if records:
@@ -98,7 +96,7 @@ def config_status(config_dir: Path) -> dict[str, Any]:
         except (CorruptFileError, KeyError, TypeError):
             failures.append({"shard": path.stem, "error": f"unreadable failure record {path}", "log": None})
     reduced = (config_dir / "certificates.tsv").is_file()
-    alive = "gone" if reduced or len(records) == total else activity(config_dir)
+    alive = "gone" if reduced else activity(config_dir)
     eta = (samples_total - samples_done) / rate if alive == "alive" and rate and samples_done < samples_total else 0.0
     logs = {}
     if alive == "gone" and not reduced and (config_dir / JOBS_FILE).is_file():
@@ -112,7 +110,7 @@ def config_status(config_dir: Path) -> dict[str, Any]:
         "samples_per_busy_s": samples_done / busy if busy else 0.0, "eta_s": eta,
         "failed": failures, "invalid": {str(k): v for k, v in found.invalid.items()},
         "duplicated": {str(k): [str(p) for p in v] for k, v in found.duplicated.items()},
-        "reduced": reduced, "activity": alive, "logs": logs,
+        "reduced": reduced, "activity": alive, "logs": logs, "rounds": rounds,
     }
 
 
@@ -182,19 +180,25 @@ def wait_for_configs(dirs: list[Path], poll_s: float = 2.0, timeout_s: float | N
     from tqdm import tqdm
 
     started = time.monotonic()
-    total = sum(len(read_plan(d)["shards"]) for d in dirs)
-    with tqdm(total=total, desc="shards done", dynamic_ncols=True) as bar:
+    def submitted_jobs() -> list[str]:
+        jobs = []
+        for d in dirs:
+            record = read_json(d / JOBS_FILE) if (d / JOBS_FILE).is_file() else {}
+            jobs += list(record.get("arrays", [])) + ([record["reducer"]] if record.get("reducer") else [])
+        return jobs
+
+    with tqdm(total=0, desc="shards done", dynamic_ncols=True) as bar:
         while True:
             rows = [config_status(d) for d in dirs]
+            bar.total = sum(r["total"] for r in rows)  # grows when a sequential config plans another round
             bar.update(sum(r["done"] for r in rows) - bar.n)
             if all(r["reduced"] for r in rows):
                 return True
-            jobs = []
-            for d in dirs:
-                record = read_json(d / JOBS_FILE) if (d / JOBS_FILE).is_file() else {}
-                jobs += list(record.get("arrays", [])) + ([record["reducer"]] if record.get("reducer") else [])
+            jobs = submitted_jobs()
             if not slurm_jobs_alive(jobs):
-                time.sleep(poll_s)  # the reducer may have just written its files
+                time.sleep(poll_s)  # the reducer may have just written its files, or submitted the next round
+                if submitted_jobs() != jobs:
+                    continue
                 return all(config_status(d)["reduced"] for d in dirs)
             if timeout_s is not None and time.monotonic() - started > timeout_s:
                 return False

@@ -21,8 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from audiocert.provenance import atomic_write_json, read_json
-from audiocert.reducer import inventory
-from audiocert.shards import read_plan
+from audiocert.shards import inventory, read_plan
 
 log = logging.getLogger(__name__)
 _warned = False
@@ -99,12 +98,13 @@ class ConfigRun:
 
     def _log_progress(self) -> None:
         """Log the shards finished since the last call, in the order they finished (step = shards done)."""
-        records = inventory(self.config_dir, self.plan).records
+        found = inventory(self.config_dir, self.plan)
+        records = found.records
         new = sorted((r for i, r in records.items() if i not in self.logged), key=lambda r: r["finished_at"])
         if not new:
             return
         started = min(r["finished_at"] - r["elapsed_s"] for r in records.values())
-        total = len(self.plan["shards"])
+        total = len(found.shards)  # of the rounds planned so far
         for record in new:
             self.logged.add(record["index"])
             self.samples += record["samples"]

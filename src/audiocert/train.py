@@ -33,9 +33,10 @@ from audiocert.checkpoint import (
 )
 from audiocert.data import CropDataset, build_datasets
 from audiocert.devices import resolve_device
-from audiocert.frontend import STAGES, DeepSpeakerFrontend
+from audiocert.frontend import DeepSpeakerFrontend
 from audiocert.model import ARCHITECTURE, ResCNN
 from audiocert.provenance import atomic_write_json, code_version, read_json
+from audiocert.stages import STAGES
 
 log = logging.getLogger(__name__)
 
