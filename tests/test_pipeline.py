@@ -196,3 +196,52 @@ def test_cli_help_lists_subcommands():
         assert f"  {name}" in result.stdout
     table = run_cli(["radius-table"], Path("/tmp")).stdout
     assert "| 0.50 | 1.232 | 1.599 | 1.906 |" in table
+
+
+SEQUENTIAL = ("certify.algorithm=sequential", "certify.n0=100", "certify.n=400", "certify.sequential.first=50",
+              "certify.shard.samples=100")  # looks at 50, 100, 200, 400 estimation samples
+
+
+def test_sequential_rounds_agree_across_executors_cost_less_and_resume_after_a_kill(trained):
+    """Rounds of shards give the same certificates under every executor and after `kill -9` at any round, with
+    fewer forward passes than Cohen's fixed n; each (point, phase) is one prefix of its noise stream."""
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    from conftest import REPO
+
+    runs = trained["runs"]
+    run_cli(["certify", *certify_overrides(trained, "seq-debug", "launcher=debug", *SEQUENTIAL)], runs)
+    run_cli(["certify", *certify_overrides(trained, "seq-cohen", "launcher=debug", *SEQUENTIAL,
+                                           "certify.algorithm=cohen")], runs)
+    [debug] = config_dirs(runs / "sweeps" / "seq-debug")
+    [cohen] = config_dirs(runs / "sweeps" / "seq-cohen")
+    summary, fixed = (json.loads((d / "summary.json").read_text()) for d in (debug, cohen))
+    assert summary["algorithm"] == "sequential" and fixed["algorithm"] == "cohen"
+    assert summary["rounds"] > 1 and fixed["rounds"] == 1
+    assert fixed["forward_passes_per_point"] == 500
+    assert summary["forward_passes_per_point"] < 500
+    assert (debug / "rounds" / "001.json").is_file()
+
+    # Killed (with its workers) once round 1 is planned, then resumed by the same command.
+    args = ["certify", *certify_overrides(trained, "seq-killed", "launcher=local", "launcher.workers=2", *SEQUENTIAL)]
+    env = {**os.environ, "AUDIOCERT_RUNS_DIR": str(runs)}
+    parent = subprocess.Popen([sys.executable, "-m", "audiocert.cli", *args], cwd=REPO, env=env,
+                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+    deadline = time.time() + 300
+    while not list(runs.glob("sweeps/seq-killed/*/rounds/001.json")):
+        assert parent.poll() is None and time.time() < deadline, "the sweep ended or stalled before round 1"
+        time.sleep(0.2)
+    parent.send_signal(signal.SIGKILL)
+    parent.wait()
+    [killed] = config_dirs(runs / "sweeps" / "seq-killed")
+    assert not (killed / "certificates.tsv").exists()
+    run_cli(args, runs)
+    assert read_certs(killed) == read_certs(debug)
+    # Every shard file is one planned shard (none written twice under another name, none left over).
+    shards = sorted(json.loads(p.read_text())["index"] for p in (killed / "shards").glob("*.json"))
+    assert shards == list(range(len(shards)))
+    assert json.loads((killed / "summary.json").read_text())["samples"] == summary["samples"]

@@ -156,3 +156,18 @@ def test_a_bad_config_in_a_sweep_submits_nothing(cluster, trained):
     assert result.returncode != 0 and "smoothing.sigma=-1" in result.stderr, result.stderr[-3000:]
     sweep = runs / "sweeps" / "slurm-bad"
     assert not list(sweep.glob("*/jobs.json")) and not (sweep / "logs" / "slurm").exists()
+
+
+def test_sequential_rounds_chain_through_dependent_jobs(cluster, trained):
+    """Each round's dependent job plans the next round and submits it; the last one reduces the config."""
+    runs = trained["runs"]
+    seq = ("representation=mfbe", "certify.algorithm=sequential", "certify.n0=100", "certify.n=400",
+           "certify.sequential.first=50", "certify.shard.samples=100")
+    expected = reference(trained, "slurm-seq-ref", *seq)
+    run_cli(["certify", *certify_overrides(trained, "slurm-seq", "launcher=slurm", "launcher.wait=true", *seq)], runs)
+    [config] = config_dirs(runs / "sweeps" / "slurm-seq")
+    assert read_certs(config) == expected[config.name]
+    summary = json.loads((config / "summary.json").read_text())
+    assert summary["rounds"] > 1 and summary["algorithm"] == "sequential"
+    jobs = {json.loads(p.read_text())["slurm_job_id"] for p in (config / "shards").glob("*.json")}
+    assert None not in jobs and len({j.split("_")[0] for j in jobs}) == summary["rounds"]  # one array per round

@@ -115,6 +115,8 @@ class Sequential:
     def __post_init__(self) -> None:
         check_alpha(self.alpha)
         check_alpha(self.stop_alpha)
+        if not self.sigma > 0:
+            raise ValueError(f"sigma={self.sigma} must be positive")
         if not self.radii or any(not r > 0 for r in self.radii):
             raise ValueError(f"radii={self.radii} must be a non-empty list of positive radii")
         looks = geometric_looks(self.first, self.n, self.growth, self.block)

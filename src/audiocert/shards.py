@@ -310,7 +310,7 @@ def read_plan(config_dir: str | Path) -> dict[str, Any]:
         assert isinstance(inputs, list) and [i["index"] for i in inputs] == examples
         assert all(type(i["label"]) is int and isinstance(i["digest"], str) for i in inputs)
         assert stable_hash([i["digest"] for i in inputs]) == plan["inputs_digest"]
-        check_shard_list(plan["shards"], 0, len(examples))
+        check_shard_list(plan["shards"], 0, len(examples), 0)
         int(plan["config"]["dataset"]["num_classes"]), int(plan["quantities"]["n0"]), int(plan["quantities"]["n"])
         make_algorithm(plan["quantities"])
     except (AssertionError, KeyError, TypeError, ValueError) as error:
@@ -319,13 +319,14 @@ def read_plan(config_dir: str | Path) -> dict[str, Any]:
     return plan
 
 
-def check_shard_list(shards: Any, first_index: int, num_examples: int) -> None:
-    """AssertionError unless ``shards`` are well-formed shard specs numbered from ``first_index``."""
-    assert isinstance(shards, list)
+def check_shard_list(shards: Any, first_index: int, num_examples: int, round: int) -> None:
+    """AssertionError unless ``shards`` are well-formed shard specs of ``round`` numbered from ``first_index``."""
+    assert isinstance(shards, list) and shards, "no shards"
     for k, spec in enumerate(shards):
         assert type(spec["index"]) is int and spec["index"] == first_index + k, f"shard index {spec['index']}"
+        assert type(spec["round"]) is int and spec["round"] == round, f"shard {spec['index']} of round {spec['round']}"
         assert all(type(e) is int and 0 <= e < num_examples for e in spec["examples"]) and spec["examples"]
-        assert isinstance(spec["ranges"], dict) and set(spec["ranges"]) <= set(COUNTED_PHASES)
+        assert isinstance(spec["ranges"], dict) and spec["ranges"] and set(spec["ranges"]) <= set(COUNTED_PHASES)
         assert all(len(r) == 2 and all(type(v) is int for v in r) and 0 <= r[0] < r[1]
                    for r in spec["ranges"].values())
 
@@ -345,8 +346,9 @@ def known_shards(config_dir: str | Path, plan: Mapping[str, Any]) -> list[Shard]
     while (path := round_path(config_dir, round)).is_file():
         data = read_json(path, recover=ROUND_RECOVERY)
         try:
-            assert isinstance(data, dict) and data["config_hash"] == plan["config_hash"] and data["round"] == round
-            check_shard_list(data["shards"], len(shards), len(plan["examples"]))
+            assert isinstance(data, dict) and data["config_hash"] == plan["config_hash"], "another config's round"
+            assert type(data["round"]) is int and data["round"] == round, f"round {data['round']!r}"
+            check_shard_list(data["shards"], len(shards), len(plan["examples"]), round)
         except (AssertionError, KeyError, TypeError) as error:
             raise CorruptFileError(f"{path} is not round {round} of config {plan['config_hash']} "
                                    f"({error.__class__.__name__}: {error}): {ROUND_RECOVERY}") from None
@@ -438,7 +440,8 @@ def validate_shard_file(path: Path, plan: Mapping[str, Any],
         return None, f"shard index {index!r} not in the rounds planned so far"
     expected = shards[index].to_json()
     for key in ("round", "examples", "ranges"):
-        if record.get(key) != expected[key]:
+        # Compared as JSON text: 0.0 == 0 and True == 1 in Python, but they are no sample index.
+        if json.dumps(record.get(key), sort_keys=True) != json.dumps(expected[key], sort_keys=True):
             return None, f"covers {key}={record.get(key)}, plan says {expected[key]}"
     inputs = [plan["inputs"][p] for p in expected["examples"]]
     for key, field, what in (("dataset_indices", "index", "dataset indices"), ("labels", "label", "labels"),
