@@ -203,8 +203,17 @@ class ConfigResult:
     predictions: list[tuple[int, int, int, int]] | None = None
 
     @property
+    def algorithm(self) -> str:
+        return str(self.config.get("certify", {}).get("algorithm", "cohen"))
+
+    @property
     def ceiling(self) -> float:
-        return max_certifiable_radius(self.sigma, self.n, self.alpha)
+        """The largest radius the config can certify (the reducer's figure: an algorithm's own last level)."""
+        return float(self.summary.get("max_certifiable_radius", max_certifiable_radius(self.sigma, self.n, self.alpha)))
+
+    @property
+    def forward_passes_per_point(self) -> float | None:
+        return self.summary.get("forward_passes_per_point")
 
     @property
     def certified(self) -> np.ndarray:
@@ -242,7 +251,7 @@ def load_config_result(config_dir: Path, sweep_dir: Path) -> ConfigResult:
     if missing:
         try:
             found = inventory(config_dir, plan)
-            shards = f"{len(found.records)}/{len(plan['shards'])} shards present"
+            shards = f"{len(found.records)}/{len(found.shards)} shards present"
         except Exception as error:  # a report must not fail on a half-written sweep
             shards = f"shards unreadable ({error.__class__.__name__})"
         result.why_incomplete = f"not reduced (no {', '.join(missing)}; {shards})"
@@ -305,7 +314,8 @@ def fmt_float(x: float | None, spec: str = ".4g") -> str:
 def row_labels(rows: Sequence[ConfigResult]) -> list[str]:
     """'σ = 0.05', with n / alpha / hash appended only where rows of one table would otherwise look alike."""
     labels = [f"σ = {r.sigma:g}" for r in rows]
-    for extra in (lambda r: f"n = {r.n}", lambda r: f"α = {r.alpha:g}", lambda r: r.config_hash[:8]):
+    for extra in (lambda r: r.algorithm, lambda r: f"n = {r.n}", lambda r: f"α = {r.alpha:g}",
+                  lambda r: r.config_hash[:8]):
         counts = defaultdict(int)
         for label in labels:
             counts[label] += 1
@@ -355,7 +365,22 @@ def waveform_bound(stage: str) -> WaveformBound | None:
 
 
 def sort_key(r: ConfigResult) -> tuple:
-    return (r.dataset, stage_order(r.stage), r.sigma, r.n, r.alpha, r.label, r.config_hash)
+    return (r.dataset, stage_order(r.stage), r.sigma, r.n, r.alpha, r.algorithm, r.label, r.config_hash)
+
+
+def cohen_difference(r: ConfigResult, results: Sequence[ConfigResult], radii: Sequence[float]) -> float | None:
+    """Certified accuracy of ``r`` minus that of the Cohen (fixed-n) config certifying the same points with the same
+    classifier, sigma, n0, n, alpha and seed, at the grid radius where they differ most; None without such a pair."""
+    if r.algorithm == "cohen" or not r.complete:
+        return None
+    same = [c for c in results if c.complete and c.algorithm == "cohen" and
+            (c.dataset, c.stage, c.sigma, c.n0, c.n, c.alpha, c.seed, c.checkpoint_digest) ==
+            (r.dataset, r.stage, r.sigma, r.n0, r.n, r.alpha, r.seed, r.checkpoint_digest)]
+    if not same:
+        return None
+    ours = [certified_accuracy(r.radii, r.correct, x) for x in radii]
+    theirs = [certified_accuracy(same[0].radii, same[0].correct, x) for x in radii]
+    return max((a - b for a, b in zip(ours, theirs, strict=True)), key=abs)
 
 
 # ----------------------------------------------------------------------------------------------------------
@@ -637,11 +662,18 @@ def write_report(sweep_dirs: list[Path], output: Path | None = None, radii: Sequ
 
     # --- runs ---
     lines += ["## Runs", "",
-              "| config | stage | σ | n0 | n | α | points | config hash | code version (plan / reducer) | "
-              "checkpoint digest | seed | directory |", "|---" * 12 + "|"]
+              "*algorithm*: `cohen` draws n0 + n samples per point; `sequential` stops each point once its answers "
+              "at the table radii are settled (README, \"Which algorithm\"). *passes/point*: forward passes of the "
+              "base classifier per certified point. *Δ vs cohen*: its certified accuracy minus that of the Cohen "
+              "config of the same settings in this report, at the table radius where they differ most.", "",
+              "| config | stage | σ | algorithm | n0 | n | α | points | passes/point | Δ vs cohen | config hash | "
+              "code version (plan / reducer) | checkpoint digest | seed | directory |", "|---" * 15 + "|"]
     for r in sorted(results, key=sort_key):
         points = str(r.radii.size) if r.complete else "incomplete"
-        lines.append(f"| {r.label} | {r.stage} | {r.sigma:g} | {r.n0} | {r.n} | {r.alpha:g} | {points} | "
+        passes = fmt_float(r.forward_passes_per_point, ",.0f")
+        delta = cohen_difference(r, complete, radii)
+        lines.append(f"| {r.label} | {r.stage} | {r.sigma:g} | {r.algorithm} | {r.n0} | {r.n} | {r.alpha:g} | "
+                     f"{points} | {passes} | {'-' if delta is None else f'{delta:+.3f}'} | "
                      f"`{r.config_hash}` | {r.plan_code_version} / {r.reducer_code_version or '-'} | "
                      f"`{r.checkpoint_digest}` | {r.seed} | `{r.directory}` |")
     lines.append("")

@@ -128,14 +128,16 @@ def format_status(directory: str | Path) -> str:
     for r in rows:
         if r["reduced"]:
             state = "reduced"
-        elif r["done"] == r["total"]:
-            state = "complete, not reduced"
+        elif r["done"] == r["total"] and r["activity"] != "alive":
+            state = "planned shards done, not reduced (rerun the command: it plans the next round or reduces)"
         elif r["failed"]:
             state = f"{len(r['failed'])} failed"
         else:
             state = {"alive": "running", "gone": "stopped: no live process or job (rerun the command to resume)",
                      "unknown": "running? (its jobs are on another host or the scheduler does not answer)"
                      }[r["activity"]]
+        if r["rounds"] > 1 and not r["reduced"]:
+            state += f", round {r['rounds']}"  # a sequential config: the total grows with each round
         eta = format_duration(r["eta_s"]) if r["eta_s"] else "-"
         lines.append(f"{r['label']:<{width}}  {r['done']:>5}/{r['total']:<5}  {r['samples_per_s']:>10.1f}  "
                      f"{eta:>7}  {state}")

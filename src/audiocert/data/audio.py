@@ -62,6 +62,14 @@ def _resampled_length(num_frames: int, orig_sr: int, target_sr: int) -> int:
     return -(-num_frames * target_sr // orig_sr)
 
 
+def _warn_once(warned: set[str], path: Path, message: str) -> None:
+    """One AudioDataWarning per file and kind, however often the file is read (every epoch reads it again)."""
+    key = str(path.resolve())
+    if key not in warned:
+        warned.add(key)
+        warnings.warn(message, AudioDataWarning, stacklevel=3)
+
+
 def load_audio(path: PathLike, sample_rate: int = 16000, resample: bool = True) -> torch.Tensor:
     """Read a mono audio file into a float32 1-D tensor with values in [-1, 1].
 
@@ -121,14 +129,7 @@ def load_audio(path: PathLike, sample_rate: int = 16000, resample: bool = True) 
     tensor = torch.from_numpy(wav)
     peak = float(np.abs(wav).max())
     if peak > 1.0:
-        key = str(p.resolve())
-        if key not in _clip_warned:
-            _clip_warned.add(key)
-            warnings.warn(
-                f"{p}: samples exceed [-1, 1] (peak {peak:.3f}); clipping them",
-                AudioDataWarning,
-                stacklevel=2,
-            )
+        _warn_once(_clip_warned, p, f"{p}: samples exceed [-1, 1] (peak {peak:.3f}); clipping them")
         tensor = tensor.clamp_(-1.0, 1.0)
     if file_sr != sample_rate:
         if not resample:
@@ -138,14 +139,8 @@ def load_audio(path: PathLike, sample_rate: int = 16000, resample: bool = True) 
                 f"resample the corpus to {sample_rate} Hz (e.g. `sox in.flac -r {sample_rate} out.flac`) "
                 "or set dataset.resample=true",
             )
-        key = str(p.resolve())
-        if key not in _resample_warned:
-            _resample_warned.add(key)
-            warnings.warn(
-                f"{p}: sample rate {file_sr} Hz != {sample_rate} Hz; resampling with torchaudio",
-                AudioDataWarning,
-                stacklevel=2,
-            )
+        _warn_once(_resample_warned, p,
+                   f"{p}: sample rate {file_sr} Hz != {sample_rate} Hz; resampling with torchaudio")
         import torchaudio.functional as taf  # lazy: only needed for off-rate files
 
         tensor = taf.resample(tensor, orig_freq=int(file_sr), new_freq=sample_rate).clamp_(-1.0, 1.0)
