@@ -349,8 +349,11 @@ class LocalLauncher(Launcher):
     def __init__(self, entries: Sequence[Mapping[str, Any]], progress: bool = True) -> None:
         super().__init__(entries, progress)
         self.runs: dict[str, ConfigRun | None] = {}
+        self.work: list[tuple[str, int]] = []
+        self.rounds = 0  # submissions so far (rounds of work)
 
     def submit(self, work: list[tuple[str, int]]) -> list[Any]:
+        self.work, self.rounds = work, self.rounds + 1
         workers = max(1, min(int(self.launcher["workers"]), len(work)))
         executor = submitit.LocalExecutor(folder=Path(self.entries[0]["sweep_dir"]) / "logs" / "local")
         executor.update_parameters(timeout_min=int(self.launcher["time_min"]))
@@ -365,7 +368,8 @@ class LocalLauncher(Launcher):
 
     def wait(self, jobs: list[Any]) -> None:
         try:
-            wait_for_shards([Path(e["config_dir"]) for e in self.entries], jobs, self.runs, progress=self.progress)
+            wait_for_shards(self.work, jobs, self.runs, progress=self.progress,
+                            round_label=f" (round {self.rounds})" if self.rounds > 1 else "")
         except BaseException:  # interrupted or failed while waiting: leave no worker behind
             for job in jobs:
                 job.cancel(check=False)
@@ -444,19 +448,19 @@ def advance_config(config_dir: str, config: Mapping[str, Any]) -> dict[str, Any]
     return finalize_config(config_dir, config["logger"], str(config["sweep"]["name"]))
 
 
-def wait_for_shards(config_dirs: list[Path], jobs: list[Any], runs: Mapping[str, ConfigRun | None],
-                    progress: bool = True) -> None:
-    """Wait for the local jobs: a progress bar over shards done (files that validate) with samples/s, and
-    each config's W&B run gets its progress as shards land."""
+def wait_for_shards(work: Sequence[tuple[str, int]], jobs: list[Any], runs: Mapping[str, ConfigRun | None],
+                    progress: bool = True, round_label: str = "") -> None:
+    """Wait for the local jobs running ``work``: a progress bar over its shards done (files that validate) with
+    samples/s, and each config's W&B run gets its progress as shards land."""
     from tqdm import tqdm
 
-    plans = {d: read_plan(d) for d in config_dirs}
-    total = sum(len(p["shards"]) for p in plans.values())
+    plans = {d: read_plan(d) for d in sorted({d for d, _ in work})}
+    wanted = {(d, i) for d, i in work}
     started = time.time()
-    with tqdm(total=total, desc="shards done", disable=not progress, dynamic_ncols=True) as bar:
+    with tqdm(total=len(wanted), desc=f"shards done{round_label}", disable=not progress, dynamic_ncols=True) as bar:
         while True:
             finished = all(job.done() for job in jobs)
-            records = [r for d, p in plans.items() for r in inventory(d, p).records.values()]
+            records = [r for d, p in plans.items() for i, r in inventory(d, p).records.items() if (d, i) in wanted]
             fresh = sum(r["samples"] for r in records if r["finished_at"] >= started)  # this run's, not resumed
             bar.set_postfix(samples_per_s=f"{fresh / max(time.time() - started, 1e-9):.0f}")
             bar.update(len(records) - bar.n)
