@@ -291,8 +291,8 @@ def test_a_plan_without_shards_is_refused(tmp_path):
 # known_shards: rounds/001.json, 002.json, ... in order, each checked against the config
 # --------------------------------------------------------------------------------------------------------------
 def write_round(config_dir: Path, plan: dict, round: int, shards: list[Shard], **changes: Any) -> Path:
-    data = {"config_hash": plan["config_hash"], "round": round, "planned_at": 1.7e9,
-            "shards": [s.to_json() for s in shards], **changes}
+    data = {"config_hash": plan["config_hash"], "code_version": plan["code_version"], "round": round,
+            "planned_at": 1.7e9, "shards": [s.to_json() for s in shards], **changes}
     return atomic_write_json(round_path(config_dir, round), data)
 
 
@@ -592,3 +592,19 @@ def test_next_work_of_a_sequential_plan_runs_rounds_until_settled(tmp_path):
     assert totals[2][0] == 40 and totals[2][1] in algorithm.looks  # selection went on to n0
     assert [s.index for s in found.shards] == list(range(len(found.shards)))
     assert [s.round for s in found.shards] == sorted(s.round for s in found.shards)
+
+
+def test_a_round_planned_by_other_code_is_planned_again(tmp_path):
+    """Round files carry the plan's code version: after a code change (the plan is rewritten and every shard is
+    recomputed) a stale round 1 is not read, and next_work plans it again from the new counts."""
+    plan = sequential_plan()
+    config_dir = tmp_path / "cfg"
+    atomic_write_json(config_dir / PLAN_FILE, plan)
+    write_records(config_dir, plan, [s["index"] for s in plan["shards"]], sequential_label)
+    work = next_work(config_dir, plan)
+    assert work and len(known_shards(config_dir, plan)) == len(plan["shards"]) + len(work)
+    stale = json.loads(round_path(config_dir, 1).read_text()) | {"code_version": "older"}
+    atomic_write_json(round_path(config_dir, 1), stale)
+    assert len(known_shards(config_dir, plan)) == len(plan["shards"])
+    assert next_work(config_dir, plan) == work
+    assert json.loads(round_path(config_dir, 1).read_text())["code_version"] == plan["code_version"]

@@ -352,6 +352,8 @@ def known_shards(config_dir: str | Path, plan: Mapping[str, Any]) -> list[Shard]
         except (AssertionError, KeyError, TypeError) as error:
             raise CorruptFileError(f"{path} is not round {round} of config {plan['config_hash']} "
                                    f"({error.__class__.__name__}: {error}): {ROUND_RECOVERY}") from None
+        if data.get("code_version") != plan["code_version"]:
+            break  # planned by other code (its shards were recomputed too): next_work plans this round again
         shards += [Shard.from_json(s) for s in data["shards"]]
         round += 1
     return shards
@@ -718,7 +720,8 @@ def next_work(config_dir: str | Path, plan: Mapping[str, Any]) -> list[int]:
     if not shards:
         return []
     atomic_write_json(round_path(config_dir, last_round + 1), {
-        "config_hash": plan["config_hash"], "round": last_round + 1, "planned_at": time.time(),
+        "config_hash": plan["config_hash"], "code_version": plan["code_version"], "round": last_round + 1,
+        "planned_at": time.time(),
         "shards": [s.to_json() for s in shards]})
     log.info("%s: round %d asks %d point(s) for more samples (%d shard(s))", plan["label"], last_round + 1,
              len({e for s in shards for e in s.examples}), len(shards))
