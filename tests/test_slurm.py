@@ -169,5 +169,6 @@ def test_sequential_rounds_chain_through_dependent_jobs(cluster, trained):
     assert read_certs(config) == expected[config.name]
     summary = json.loads((config / "summary.json").read_text())
     assert summary["rounds"] > 1 and summary["algorithm"] == "sequential"
-    jobs = {json.loads(p.read_text())["slurm_job_id"] for p in (config / "shards").glob("*.json")}
-    assert None not in jobs and len({j.split("_")[0] for j in jobs}) == summary["rounds"]  # one array per round
+    # slurm_task is ARRAYID_TASKID (slurm_job_id is each task's own job id): one array per round.
+    tasks = {json.loads(p.read_text())["slurm_task"] for p in (config / "shards").glob("*.json")}
+    assert None not in tasks and len({t.split("_")[0] for t in tasks}) == summary["rounds"], tasks
