@@ -12,7 +12,7 @@ from typing import Any
 
 import numpy as np
 import pytest
-from test_trust import shard_record, small_plan, write_config
+from test_trust import shard_record, small_plan, write_config, write_damaged_shard
 
 from audiocert.algorithms import Cohen, Sequential, make_algorithm
 from audiocert.provenance import CorruptFileError, atomic_write_json
@@ -382,16 +382,7 @@ MISMATCHES = [
 
 @pytest.mark.parametrize("index,damage,needle", [m[0:1] + m[2:] for m in MISMATCHES], ids=[m[1] for m in MISMATCHES])
 def test_validate_refuses_a_record_that_is_not_its_planned_shard(tmp_path, index, damage, needle):
-    plan = small_plan()
-    config_dir = write_config(tmp_path, plan)
-    shards = known_shards(config_dir, plan)
-    path = shard_path(config_dir, plan["config_hash"], index)
-    record = shard_record(plan, index)
-    assert validate_shard_file(path, plan, shards) == (record, "")
-    damage(record)
-    path.write_text(json.dumps(record))
-    found, why = validate_shard_file(path, plan, shards)
-    assert found is None and needle in why, why
+    write_damaged_shard(tmp_path, index, damage, needle)
 
 
 def test_validate_accepts_a_record_of_a_later_round(tmp_path):

@@ -137,18 +137,24 @@ DAMAGE = [
 ]
 
 
-@pytest.mark.parametrize("name,damage,needle", DAMAGE, ids=[d[0] for d in DAMAGE])
-def test_shard_validation_refuses_wrong_content_naming_the_file(tmp_path, name, damage, needle):
+def write_damaged_shard(tmp_path: Path, index: int, damage, needle: str) -> tuple[Path, Path]:
+    """Write shard `index` of small_plan(), check it is accepted, damage it, check it is refused for `needle`."""
     plan = small_plan()
     config_dir = write_config(tmp_path, plan)
-    path = shard_path(config_dir, plan["config_hash"], 0)
-    record = shard_record(plan, 0)
+    path = shard_path(config_dir, plan["config_hash"], index)
+    record = shard_record(plan, index)
     shards = known_shards(config_dir, plan)
     assert validate_shard_file(path, plan, shards) == (record, "")
     damage(record)
     path.write_text(json.dumps(record))
     found, why = validate_shard_file(path, plan, shards)
     assert found is None and needle in why, why
+    return config_dir, path
+
+
+@pytest.mark.parametrize("name,damage,needle", DAMAGE, ids=[d[0] for d in DAMAGE])
+def test_shard_validation_refuses_wrong_content_naming_the_file(tmp_path, name, damage, needle):
+    config_dir, path = write_damaged_shard(tmp_path, 0, damage, needle)
     with pytest.raises(IncompleteSweepError) as error:
         reduce_config(config_dir)
     assert str(path) in str(error.value) and needle in str(error.value)
