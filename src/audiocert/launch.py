@@ -38,7 +38,16 @@ from omegaconf import DictConfig, OmegaConf
 from audiocert.prepare import ensure_dataset
 from audiocert.provenance import atomic_write_json, check_safe_name, read_json
 from audiocert.reducer import reduce_config
-from audiocert.shards import config_label, inventory, make_plan, next_work, read_plan, run_shards, write_plan
+from audiocert.shards import (
+    config_label,
+    inventory,
+    known_shards,
+    make_plan,
+    next_work,
+    read_plan,
+    run_shards,
+    write_plan,
+)
 from audiocert.status import JOBS_FILE, failure_summary, format_status, process_start_time, wait_for_configs
 from audiocert.tracking import ConfigRun, log_config_run, open_config_run
 
@@ -279,6 +288,7 @@ class Launcher:
         self.launcher = dict(self.entries[0]["launcher"])
         self.progress = progress
         self.errors: dict[str, str] = {}  # config_dir -> why it cannot go on
+        self.work_rounds: set[int] = set()  # the rounds (0 = the plan's) that next_work's shards belong to
 
     def submit(self, work: list[tuple[str, int]]) -> list[Any]:
         raise NotImplementedError
@@ -290,12 +300,16 @@ class Launcher:
         """The shards every config needs now (missing ones, else its next round); a config that cannot go on
         (damaged round file, a full disk) is set aside with its error, and the others go on."""
         work = []
+        self.work_rounds = set()
         for entry in self.entries:
             config_dir = entry["config_dir"]
             if config_dir in self.errors:
                 continue
             try:
-                work += [(config_dir, i) for i in next_work(config_dir, read_plan(config_dir))]
+                plan = read_plan(config_dir)
+                indices = set(next_work(config_dir, plan))
+                work += [(config_dir, i) for i in sorted(indices)]
+                self.work_rounds |= {s.round for s in known_shards(config_dir, plan) if s.index in indices}
             except Exception as error:
                 log.error("%s: cannot plan its next round: %s", config_dir, error)
                 self.errors[config_dir] = f"{error}"
@@ -350,10 +364,9 @@ class LocalLauncher(Launcher):
         super().__init__(entries, progress)
         self.runs: dict[str, ConfigRun | None] = {}
         self.work: list[tuple[str, int]] = []
-        self.rounds = 0  # submissions so far (rounds of work)
 
     def submit(self, work: list[tuple[str, int]]) -> list[Any]:
-        self.work, self.rounds = work, self.rounds + 1
+        self.work = work
         workers = max(1, min(int(self.launcher["workers"]), len(work)))
         executor = submitit.LocalExecutor(folder=Path(self.entries[0]["sweep_dir"]) / "logs" / "local")
         executor.update_parameters(timeout_min=int(self.launcher["time_min"]))
@@ -367,9 +380,10 @@ class LocalLauncher(Launcher):
         return jobs
 
     def wait(self, jobs: list[Any]) -> None:
+        low, high = min(self.work_rounds, default=0), max(self.work_rounds, default=0)
+        label = "" if high == 0 else f" (round {high})" if low == high else f" (rounds {low}-{high})"
         try:
-            wait_for_shards(self.work, jobs, self.runs, progress=self.progress,
-                            round_label=f" (round {self.rounds})" if self.rounds > 1 else "")
+            wait_for_shards(self.work, jobs, self.runs, progress=self.progress, round_label=label)
         except BaseException:  # interrupted or failed while waiting: leave no worker behind
             for job in jobs:
                 job.cancel(check=False)
