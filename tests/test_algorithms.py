@@ -31,7 +31,13 @@ from audiocert.algorithms import (
     make_algorithm,
     upper_confidence_bound,
 )
-from audiocert.statistics import ABSTAIN, REPORT_RADII, certify_from_counts, lower_confidence_bound
+from audiocert.statistics import (
+    ABSTAIN,
+    REPORT_RADII,
+    certify_from_counts,
+    lower_confidence_bound,
+    predict_from_counts,
+)
 
 # ---------------------------------------------------------------------------------------------------------------
 # Unit tests
@@ -122,6 +128,12 @@ def test_sequential_certify_refuses_totals_that_are_not_looks() -> None:
         algorithm.certify(np.array([100, 0]), np.array([70, 5]))
     with pytest.raises(ValueError, match="not one of the looks"):
         algorithm.certify(np.array([100, 0]), np.array([0, 0]))
+    with pytest.raises(ValueError, match="not one of the looks"):
+        algorithm.predict(np.array([70, 5]))
+    # PREDICT at a look tests at that look's alpha_k (alpha_0 = 0.00079 here): 34 vs 16 of 50 (p = 0.015)
+    # predicts at alpha = 0.1 but not at alpha_0; 38 vs 12 (p = 0.0003) predicts at both.
+    assert predict_from_counts(np.array([34, 16]), 0.1) == 0 and algorithm.predict(np.array([34, 16])) == ABSTAIN
+    assert algorithm.predict(np.array([38, 12])) == 0
     # At a look, the bound is that look's Clopper-Pearson bound at alpha_k.
     prediction, radius, p_lower = algorithm.certify(np.array([100, 0]), np.array([390, 10]))
     assert p_lower == pytest.approx(lower_confidence_bound(390, 400, algorithm.look_alphas[3]))
@@ -407,6 +419,33 @@ def test_soundness_check_has_power() -> None:
     unsplit = sequential_for(setting)
     object.__setattr__(unsplit, "look_alphas", (ALPHA,) * len(unsplit.looks))  # the bug: every look at alpha
     assert sum(outcomes(unsplit, setting).failures(setting)) > FAILURE_LIMIT
+
+
+@pytest.mark.slow
+def test_predict_is_sound_where_the_point_stopped() -> None:
+    """The reported PREDICT keeps its level under Sequential's stopping: at an exact tie (pA = pB = 1/2) any class
+    PREDICT returns is an error, so on POINTS points at alpha = 0.1 at most FAILURE_LIMIT = 1094 may predict.
+
+    A point stops when class A's count runs low, which is when B leads: PREDICT at the full alpha on the stopped
+    counts predicted on 12.5% of these points (optional stopping), beyond the limit; at the stopping look's
+    alpha_k (the union bound over looks) 4.1%. Cohen's fixed n: 9.3%.
+    """
+    probs = np.array([0.5, 0.5])
+    rng = np.random.default_rng(1)
+    selection_blocks = rng.multinomial(BLOCK, probs, size=(POINTS, N0 // BLOCK))
+    estimation_blocks = rng.multinomial(BLOCK, probs, size=(POINTS, N // BLOCK))
+    tie = Setting(tuple(probs), 0.25)
+    predicted = {"sequential": 0, "sequential at full alpha": 0, "cohen": 0}
+    with memoised_bounds():
+        for algorithm in (sequential_for(tie), cohen_for(tie)):
+            for point in range(POINTS):
+                _, estimation, _ = run_point_on_blocks(algorithm, selection_blocks[point], estimation_blocks[point],
+                                                       BLOCK)
+                predicted[algorithm.name] += algorithm.predict(estimation) != ABSTAIN
+                if algorithm.name == "sequential":
+                    predicted["sequential at full alpha"] += predict_from_counts(estimation, ALPHA) != ABSTAIN
+    assert predicted["sequential"] <= FAILURE_LIMIT and predicted["cohen"] <= FAILURE_LIMIT, predicted
+    assert predicted["sequential at full alpha"] > FAILURE_LIMIT, predicted  # the check has power
 
 
 # Tolerances of the comparison with fixed-n CERTIFY: both run on the same noise streams (common random numbers).

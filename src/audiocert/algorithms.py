@@ -20,6 +20,8 @@ at level alpha_K) would not certify a larger grid radius than the current bound 
 Selection stops early too, on selection counts alone (so A stays independent of the estimation samples): as
 soon as the top class leads the runner-up significantly (PREDICT's binomial test at level alpha), when no class
 plausibly reaches pA >= 1/2 (the point will abstain whichever A is taken), or at n0.
+PREDICT (the reported prediction without a radius) tests the estimation counts at the stopping look's alpha_k,
+covered by the same union bound.
 """
 
 from __future__ import annotations
@@ -39,6 +41,7 @@ from audiocert.statistics import (
     check_alpha,
     lower_confidence_bound,
     max_certifiable_radius,
+    predict_from_counts,
     predict_p_value,
     radius_from_lower_bound,
 )
@@ -91,6 +94,10 @@ class Cohen:
 
     def certify(self, selection: np.ndarray, estimation: np.ndarray) -> tuple[int, float, float]:
         return certify_from_counts(selection, estimation, self.alpha, self.sigma)
+
+    def predict(self, estimation: np.ndarray) -> int:
+        """PREDICT on the estimation counts, at level alpha."""
+        return predict_from_counts(estimation, self.alpha)
 
 
 @dataclass(frozen=True)
@@ -190,6 +197,12 @@ class Sequential:
         if p_lower < 0.5:
             return ABSTAIN, 0.0, p_lower
         return top, radius_from_lower_bound(p_lower, self.sigma), p_lower
+
+    def predict(self, estimation: np.ndarray) -> int:
+        """PREDICT on the estimation counts at the stopping look's alpha_k: the stop depends on these counts, so
+        a test at the full alpha would lose its level (optional stopping); the union bound over looks keeps it."""
+        estimation = np.asarray(estimation)
+        return predict_from_counts(estimation, self.look_alpha(int(estimation.sum())))
 
 
 Algorithm = Cohen | Sequential

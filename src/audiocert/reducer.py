@@ -25,7 +25,6 @@ from audiocert.statistics import (
     ABSTAIN,
     REPORT_RADII,
     certified_accuracy,
-    predict_from_counts,
     snr_db,
 )
 
@@ -75,7 +74,7 @@ def reduce_config(config_dir: str | Path) -> dict[str, Any]:
         rows.append({"idx": dataset_index, "label": label, "predict": predict, "radius": radius,
                      "correct": predict == label, "time": float(merged["seconds"][position]),
                      "p_lower": p_lower})
-        predicted = predict_from_counts(merged["estimation"][position], alpha)
+        predicted = algorithm.predict(merged["estimation"][position])
         predictions.append((dataset_index, label, predicted, int(predicted == label)))
     radii = np.array([r["radius"] for r in rows])
     correct = np.array([r["correct"] for r in rows])
