@@ -225,6 +225,18 @@ def test_sequential_rounds_agree_across_executors_cost_less_and_resume_after_a_k
     assert fixed["forward_passes_per_point"] == 500
     assert summary["forward_passes_per_point"] < 500
     assert (debug / "rounds" / "001.json").is_file()
+    # The report's runs table: algorithm, passes per point, and the difference against the matching Cohen config.
+    report = run_cli(["report", str(runs / "sweeps" / "seq-debug"), str(runs / "sweeps" / "seq-cohen"), "--output",
+                      str(runs / "seq-report")], runs)
+    runs_table = [line.split(" | ") for line in (runs / "seq-report" / "report.md").read_text().splitlines()
+                  if line.startswith("| ") and line.count("`") >= 6]  # rows of the runs table (hash, digest, dir)
+    rows = {row[3]: row for row in runs_table}
+    assert len(runs_table) == 2 and set(rows) == {"cohen", "sequential"}, report.stdout
+    assert rows["sequential"][8] == f"{summary['forward_passes_per_point']:,.0f}"
+    assert rows["cohen"][8] == "500" and rows["cohen"][9] == "-"
+    ours, theirs = summary["certified_accuracy"], fixed["certified_accuracy"]
+    worst = max((ours[r] - theirs[r] for r in theirs), key=abs)
+    assert rows["sequential"][9] == f"{worst:+.3f}"
 
     # Killed (with its workers) once round 1 is planned, then resumed by the same command.
     args = ["certify", *certify_overrides(trained, "seq-killed", "launcher=local", "launcher.workers=2", *SEQUENTIAL)]

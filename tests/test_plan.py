@@ -15,6 +15,7 @@ import pytest
 from test_trust import shard_record, small_plan, write_config, write_damaged_shard
 
 from audiocert.algorithms import Cohen, Sequential, make_algorithm
+from audiocert.launch import ended_without_result
 from audiocert.provenance import CorruptFileError, atomic_write_json
 from audiocert.shards import (
     PLAN_FILE,
@@ -30,6 +31,7 @@ from audiocert.shards import (
     read_plan,
     round_path,
     round_shards,
+    run_shard,
     settled,
     shard_path,
     validate_shard_file,
@@ -599,3 +601,28 @@ def test_a_round_planned_by_other_code_is_planned_again(tmp_path):
     assert len(known_shards(config_dir, plan)) == len(plan["shards"])
     assert next_work(config_dir, plan) == work
     assert json.loads(round_path(config_dir, 1).read_text())["code_version"] == plan["code_version"]
+
+
+# --------------------------------------------------------------------------------------------------------------
+# A shard that would count nothing fails instead of looping
+# --------------------------------------------------------------------------------------------------------------
+def test_run_shard_refuses_a_plan_of_another_code_version(tmp_path):
+    """Its record would not validate, so the shard would stay missing and be submitted again and again (the
+    SLURM chain resubmits what is missing): the job fails before computing, naming both versions."""
+    plan = small_plan()  # planned by code version "test", which this code is not
+    config_dir = write_config(tmp_path, plan)
+    path = shard_path(config_dir, plan["config_hash"], 0)
+    path.unlink()
+    with pytest.raises(RuntimeError, match=r"planned by audiocert test, this is .*plan it again"):
+        run_shard(config_dir, plan, 0)
+    assert not path.exists()
+
+
+def test_the_slurm_chain_does_not_resubmit_shards_whose_jobs_ended():
+    """The dependent job runs once its shards' tasks exited 0; a shard still missing then has no valid result
+    and is not submitted again. Shards of live tasks (a rerun added them) and of other executors are not."""
+    jobs = {"executor": "slurm", "shards": {"0": "10_0", "1": "10_1", "2": "11_0"}}
+    assert ended_without_result(jobs, [1, 2, 5], live={"11_0"}) == [1]
+    assert ended_without_result(jobs, [5, 6], live=set()) == []
+    assert ended_without_result(jobs | {"executor": "local"}, [0, 1], live=set()) == []
+    assert ended_without_result({}, [0], live=set()) == []

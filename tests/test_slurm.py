@@ -88,7 +88,8 @@ def test_requeued_and_preempted_shards_finish_without_double_counting(cluster, t
                                            "launcher.array_parallelism=2", "launcher.time_min=60", *slow)], runs)
     [config] = config_dirs(runs / "sweeps" / "slurm-requeue")
     prefix = f"ac-{json.loads((config / PLAN_FILE).read_text())['config_hash'][:8]}"
-    logs = [Path(p).with_suffix(".out") for p in json.loads((config / "jobs.json").read_text())["logs"].values()]
+    jobs = json.loads((config / "jobs.json").read_text())
+    logs = [Path(jobs["logs"][job]).with_suffix(".out") for job in set(jobs["shards"].values())]  # not the reducer's
     deadline = time.monotonic() + 180
     # Wait until both shards have counted their first example (their logs say so), not merely been scheduled:
     # seven of eight examples are still to come, so the signals below land mid-shard.

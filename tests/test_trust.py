@@ -30,6 +30,7 @@ from audiocert.shards import (
     validate_shard_file,
     write_plan,
 )
+from audiocert.status import config_status
 
 
 # --------------------------------------------------------------------------------------------------------------
@@ -196,6 +197,34 @@ def test_write_plan_rewrites_a_damaged_plan_and_refuses_changed_audio(tmp_path):
     with pytest.raises(ValueError, match=r"test audio of .* changed since it was planned: /data/14\.flac"):
         write_plan(changed, config_dir)
     assert read_plan(config_dir) == plan
+
+
+def test_a_new_code_version_sets_the_old_results_aside(tmp_path):
+    """Planned again by other code, a config keeps nothing of the old version in place: a stale certificates.tsv
+    would read as reduced, and old shard files would not validate (those beyond the new rounds for good)."""
+    plan = small_plan()
+    config_dir = write_config(tmp_path, plan)
+    reduce_config(config_dir)
+    atomic_write_json(config_dir / "jobs.json", {"executor": "local"})
+    stray = len(plan["shards"]) + 3  # a shard index the new plan never reaches
+    atomic_write_json(shard_path(config_dir, plan["config_hash"], stray), shard_record(plan, 1) | {"index": stray})
+    old_certificates = (config_dir / "certificates.tsv").read_text()
+    newer = copy.deepcopy(plan) | {"code_version": "new/er"}
+    assert write_plan(newer, config_dir) == newer and read_plan(config_dir) == newer
+    assert sorted(p.name for p in config_dir.iterdir()) == ["jobs.json", "plan.json", "previous"]
+    [previous] = (config_dir / "previous").iterdir()
+    assert previous.name.endswith("-test") and read_plan(previous) == plan
+    assert (previous / "certificates.tsv").read_text() == old_certificates
+    assert len(list((previous / "shards").glob("*.json"))) == len(plan["shards"]) + 1
+    found = inventory(config_dir, newer)
+    assert not found.records and not found.invalid and found.missing == list(range(len(newer["shards"])))
+    assert config_status(config_dir)["reduced"] is False
+    # Planned again by the same code: nothing moves. By a third version: the second version's results move too,
+    # under a name made safe for a directory.
+    assert write_plan(copy.deepcopy(newer), config_dir) == newer and len(list((config_dir / "previous").iterdir())) == 1
+    write_config(tmp_path, newer)
+    write_plan(copy.deepcopy(plan) | {"code_version": "third"}, config_dir)
+    assert sorted(p.name.rsplit("-", 1)[1] for p in (config_dir / "previous").iterdir()) == ["new_er", "test"]
 
 
 def test_names_that_would_leave_their_directory_are_refused(tmp_path):

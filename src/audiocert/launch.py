@@ -264,6 +264,7 @@ def submit_slurm(cfg: DictConfig, config_dir: Path, plan: Mapping[str, Any], pen
     shards.update({str(i): str(job.job_id) for group, job in zip(groups, jobs, strict=True) for _, i in group})
     logs = {job: path for job, path in previous.get("logs", {}).items() if job in in_flight.values()}
     logs.update({str(job.job_id): str(job.paths.stderr) for job in jobs})
+    logs[str(reduce_job.job_id)] = str(reduce_job.paths.stderr)  # it plans the next round or reduces: its errors
     record = {"executor": "slurm", "arrays": sorted({job.split("_")[0] for job in shards.values()}),
               "reducer": str(reduce_job.job_id), "shards": shards,
               "logs": logs, "submitted_at": time.time()}
@@ -451,12 +452,27 @@ class SlurmLauncher(Launcher):
 LAUNCHERS: dict[str, type[Launcher]] = {cls.name: cls for cls in (DebugLauncher, LocalLauncher, SlurmLauncher)}
 
 
+def ended_without_result(previous_jobs: Mapping[str, Any], pending: Sequence[int], live: set[str]) -> list[int]:
+    """The pending shards that the last submission (jobs.json) already ran in a job that is no longer queued."""
+    submitted = previous_jobs.get("shards", {}) if previous_jobs.get("executor") == "slurm" else {}
+    return [i for i in pending if str(i) in submitted and submitted[str(i)] not in live]
+
+
 def advance_config(config_dir: str, config: Mapping[str, Any]) -> dict[str, Any]:
     """The dependent SLURM job of a round: submit the config's next round (with another such job after it),
     or reduce and log the config when every point is settled."""
     plan = read_plan(config_dir)
     pending = next_work(config_dir, plan)
     if pending:
+        previous = read_json(Path(config_dir) / JOBS_FILE) if (Path(config_dir) / JOBS_FILE).is_file() else {}
+        live = queued_slurm_tasks(f"ac-{plan['config_hash'][:8]}") if previous.get("shards") else set()
+        if ended := ended_without_result(previous, pending, live):
+            # This job runs only after its shards' tasks exited 0 (afterok): submitting them again would loop.
+            raise RuntimeError(
+                f"shard(s) {ended} ran in SLURM job(s) that ended without a valid result, so they are not submitted "
+                f"again. {inventory(config_dir, plan).problems(Path(config_dir))}\nLogs: "
+                f"{Path(str(config['sweep']['dir'])) / 'logs' / 'slurm'}. Fix the cause, then rerun the sweep's "
+                "`audiocert certify` command")
         submit_slurm(OmegaConf.create(dict(config)), Path(config_dir), plan, pending)
         return {"submitted": len(pending)}
     return finalize_config(config_dir, config["logger"], str(config["sweep"]["name"]))

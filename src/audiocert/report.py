@@ -195,6 +195,8 @@ class ConfigResult:
     reducer_code_version: str | None
     config: dict[str, Any]
     complete: bool
+    quantities: dict[str, Any] = field(default_factory=dict)  # what the config hash covers
+    inputs_digest: str = ""  # the audio of the certified points
     why_incomplete: str = ""
     summary: dict[str, Any] = field(default_factory=dict)
     radii: np.ndarray = field(default_factory=lambda: np.zeros(0))
@@ -210,6 +212,13 @@ class ConfigResult:
     def ceiling(self) -> float:
         """The largest radius the config can certify (the reducer's figure: an algorithm's own last level)."""
         return float(self.summary.get("max_certifiable_radius", max_certifiable_radius(self.sigma, self.n, self.alpha)))
+
+    @property
+    def counted_inputs(self) -> str:
+        """A hash of everything that determines the counts except the algorithm (and how the work is cut into
+        shards): two configs with the same value certify the same points on the same noise streams."""
+        kept = {k: v for k, v in self.quantities.items() if k not in ("algorithm", "sequential", "shard")}
+        return stable_hash({"quantities": kept, "inputs": self.inputs_digest})
 
     @property
     def forward_passes_per_point(self) -> float | None:
@@ -246,6 +255,7 @@ def load_config_result(config_dir: Path, sweep_dir: Path) -> ConfigResult:
         checkpoint_digest=str(provenance.get("checkpoint_digest", q["checkpoint_digest"])),
         plan_code_version=str(provenance.get("plan_code_version", plan["code_version"])),
         reducer_code_version=provenance.get("reducer_code_version"), config=config, complete=False,
+        quantities=dict(q), inputs_digest=str(plan.get("inputs_digest", "")),
     )
     missing = [name for name in ("certificates.tsv", "summary.json") if not (config_dir / name).is_file()]
     if missing:
@@ -369,13 +379,12 @@ def sort_key(r: ConfigResult) -> tuple:
 
 
 def cohen_difference(r: ConfigResult, results: Sequence[ConfigResult], radii: Sequence[float]) -> float | None:
-    """Certified accuracy of ``r`` minus that of the Cohen (fixed-n) config certifying the same points with the same
-    classifier, sigma, n0, n, alpha and seed, at the grid radius where they differ most; None without such a pair."""
+    """Certified accuracy of ``r`` minus that of the Cohen (fixed-n) config certifying the same points (same audio)
+    with the same classifier, settings and noise streams (all its certified quantities but the algorithm's), at
+    the grid radius where they differ most; None without such a pair."""
     if r.algorithm == "cohen" or not r.complete:
         return None
-    same = [c for c in results if c.complete and c.algorithm == "cohen" and
-            (c.dataset, c.stage, c.sigma, c.n0, c.n, c.alpha, c.seed, c.checkpoint_digest) ==
-            (r.dataset, r.stage, r.sigma, r.n0, r.n, r.alpha, r.seed, r.checkpoint_digest)]
+    same = [c for c in results if c.complete and c.algorithm == "cohen" and c.counted_inputs == r.counted_inputs]
     if not same:
         return None
     ours = [certified_accuracy(r.radii, r.correct, x) for x in radii]

@@ -21,6 +21,7 @@ import logging
 import math
 import os
 import re
+import shutil
 import socket
 import time
 from collections import OrderedDict
@@ -55,6 +56,8 @@ log = logging.getLogger(__name__)
 PLAN_FILE = "plan.json"
 SHARD_DIR = "shards"
 ROUND_DIR = "rounds"
+PREVIOUS_DIR = "previous"  # results of older code versions, set aside when a config is planned again
+KEPT_ON_REPLAN = {PLAN_FILE, "jobs.json", PREVIOUS_DIR}  # jobs.json: status.JOBS_FILE (a layer above)
 SHARD_FORMAT = 3  # 3: generic phase ranges and rounds; 2: input digests, device type, labels, waveform norms
 COUNTED_PHASES = ("selection", "estimation")  # the phases CERTIFY counts
 
@@ -362,7 +365,8 @@ def known_shards(config_dir: str | Path, plan: Mapping[str, Any]) -> list[Shard]
 def write_plan(plan: dict[str, Any], config_dir: str | Path) -> dict[str, Any]:
     """Write plan.json. An existing plan with the same config hash, inputs and code version is kept (a rerun
     resumes); a different config, or the same config over changed audio, is an error naming the directory,
-    so counts of two configs or of two versions of the test audio never mix. A damaged plan is rewritten.
+    so counts of two configs or of two versions of the test audio never mix. A damaged plan is rewritten. A plan
+    of another code version is replaced, and what that version computed is set aside under previous/.
     """
     config_hash = plan["config_hash"]
     config_dir = Path(config_dir)
@@ -389,10 +393,31 @@ def write_plan(plan: dict[str, Any], config_dir: str | Path) -> dict[str, Any]:
                 )
             if existing.get("code_version") == plan["code_version"]:
                 return existing
-            log.warning("code version changed (%s -> %s): shards of the old version will be recomputed",
-                        existing.get("code_version"), plan["code_version"])
+            moved = set_aside_results(config_dir, str(existing.get("code_version")))
+            log.warning("code version changed (%s -> %s): every shard is recomputed%s", existing.get("code_version"),
+                        plan["code_version"], f"; the old version's results are kept in {moved}" if moved else "")
     atomic_write_json(path, plan)
     return plan
+
+
+def set_aside_results(config_dir: Path, old_version: str) -> Path | None:
+    """Move what a config's old code version computed (shards, rounds, failures, certificates, summary, ...) and
+    a copy of its plan to previous/<time>-<version>/. None of it validates against the new plan, and left in
+    place it would pass for the new plan's: a stale certificates.tsv reads as reduced, and stale shard files
+    beyond the new rounds would block the reducer for good. jobs.json stays: it tracks live jobs."""
+    entries = [p for p in config_dir.iterdir() if p.name not in KEPT_ON_REPLAN and not p.name.startswith(".")]
+    if not entries:
+        return None
+    name = re.sub(r"[^A-Za-z0-9._+-]", "_", f"{time.strftime('%Y%m%d-%H%M%S')}-{old_version}")
+    target = config_dir / PREVIOUS_DIR / name
+    suffix = 1
+    while target.exists():
+        target, suffix = config_dir / PREVIOUS_DIR / f"{name}.{suffix}", suffix + 1
+    target.mkdir(parents=True)
+    shutil.copy2(config_dir / PLAN_FILE, target / PLAN_FILE)
+    for entry in entries:
+        entry.rename(target / entry.name)
+    return target
 
 
 def config_label(cfg: DictConfig) -> str:
@@ -554,6 +579,11 @@ def run_shard(config_dir: str | Path, plan: Mapping[str, Any], index: int,
     shards = known_shards(config_dir, plan)
     if shard_done(config_dir, plan, index, shards):
         return path
+    if plan["code_version"] != code_version():
+        # Its record would not validate (and the shard would be resubmitted for ever): refuse before computing.
+        raise RuntimeError(f"{config_dir} was planned by audiocert {plan['code_version']}, this is "
+                           f"{code_version()}: shards of two code versions do not merge. Rerun the sweep's "
+                           "`audiocert certify` command with this code to plan it again")
     context = context or shard_context(config_dir, plan)
     shard = shards[index]
     started = time.monotonic()
@@ -581,7 +611,11 @@ def run_shard(config_dir: str | Path, plan: Mapping[str, Any], index: int,
         "finished_at": time.time(), "slurm_job_id": os.environ.get("SLURM_JOB_ID"), "slurm_task": slurm_task_id(),
         "restart_count": os.environ.get("SLURM_RESTART_COUNT"),
     }
-    return atomic_write_json(path, record)
+    atomic_write_json(path, record)
+    if validate_shard_file(path, plan, shards)[0] is None:  # a shard that counts nothing must fail its job
+        raise RuntimeError(f"shard {index} of {config_dir} wrote {path}, which does not validate against the plan: "
+                           f"{validate_shard_file(path, plan, shards)[1]}")
+    return path
 
 
 def slurm_task_id() -> str | None:
