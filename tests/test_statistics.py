@@ -11,6 +11,7 @@ from audiocert.statistics import (
     ABSTAIN,
     certified_accuracy,
     certify_from_counts,
+    fewest_samples_to_certify,
     lower_confidence_bound,
     max_certifiable_radius,
     predict_from_counts,
@@ -43,6 +44,25 @@ def test_max_radius_closed_form_and_design_values():
     assert max_certifiable_radius(1.0, 100000, 0.001) == pytest.approx(3.811, abs=5e-4)
     assert max_certifiable_radius(0.5, 10000, 0.001) == pytest.approx(1.599, abs=5e-4)  # seed printed 1.160
     assert max_certifiable_radius(0.3, 777, 0.01) == pytest.approx(0.3 * norm.ppf(0.01 ** (1 / 777)))
+
+
+@pytest.mark.parametrize("radius,sigma,alpha", [(0.75, 0.25, 0.001), (1.5, 0.5, 0.001), (0.05, 0.05, 0.001),
+                                                (0.01, 0.25, 0.001), (1.0, 0.25, 0.1), (0.5, 0.5, 0.01)])
+def test_fewest_samples_to_certify_is_where_all_agreeing_samples_first_certify(radius, sigma, alpha):
+    """Clopper-Pearson with m of m samples gives alpha^(1/m): it certifies `radius` from the floor on, not before."""
+    m = fewest_samples_to_certify(radius, sigma, alpha)
+    assert radius_from_lower_bound(lower_confidence_bound(m, m, alpha), sigma) >= radius
+    if m > 1:
+        assert radius_from_lower_bound(lower_confidence_bound(m - 1, m - 1, alpha), sigma) < radius
+    assert max_certifiable_radius(sigma, m, alpha) >= radius
+
+
+def test_fewest_samples_to_certify_values_and_refusals():
+    assert fewest_samples_to_certify(0.75, 0.25, 0.001) == 5114  # r / sigma = 3: the paper grid's hard case
+    assert fewest_samples_to_certify(0.05, 0.05, 0.001) == 40
+    for bad in [(0.0, 0.25, 0.001), (0.5, 0.0, 0.001), (0.5, 0.25, 0.0)]:
+        with pytest.raises(ValueError):
+            fewest_samples_to_certify(*bad)
 
 
 def test_radius_table_exact_and_formatted():

@@ -47,6 +47,21 @@ def max_certifiable_radius(sigma: float, n: int, alpha: float) -> float:
     return radius_from_lower_bound(alpha ** (1.0 / n), sigma)
 
 
+def fewest_samples_to_certify(radius: float, sigma: float, alpha: float) -> int:
+    """The fewest estimation samples m with which any level-alpha test can certify R >= radius (radius > 0).
+
+    Certifying R >= r is rejecting H0: pA <= p0 = Phi(r / sigma). The outcome most against H0 is all m samples of
+    class A, of probability p0^m under H0; a level-alpha test can reject only if p0^m <= alpha, so
+    m >= ln(alpha) / ln(p0), whatever the algorithm (sequential or not). Clopper-Pearson attains it.
+    """
+    check_alpha(alpha)
+    if not radius > 0 or not sigma > 0:
+        raise ValueError(f"radius={radius} and sigma={sigma} must be positive")
+    p0 = float(norm.cdf(radius / sigma))
+    m = int(np.ceil(np.log(alpha) / np.log(p0)))
+    return m - 1 if m > 1 and p0 ** (m - 1) <= alpha else m  # guard the rounding of the ratio
+
+
 def certify_from_counts(
     selection_counts: Sequence[int] | np.ndarray, estimation_counts: Sequence[int] | np.ndarray,
     alpha: float, sigma: float,
