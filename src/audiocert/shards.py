@@ -113,6 +113,8 @@ def check_certify_config(cfg: DictConfig) -> None:
             raise ValueError(f"certify.sequential.growth={seq.growth} must exceed 1")
         if not 0 < float(seq.stop_alpha) < 0.5:
             raise ValueError(f"certify.sequential.stop_alpha={seq.stop_alpha} must lie in (0, 0.5)")
+        if not 0 < float(seq.get("last_share", 0.75)) < 1:
+            raise ValueError(f"certify.sequential.last_share={seq.last_share} must lie in (0, 1)")
         if seq.radii is not None and (not seq.radii or any(not float(r) > 0 for r in seq.radii)):
             raise ValueError(f"certify.sequential.radii={list(seq.radii or [])} must be positive radii")
     seed = cfg.seed
