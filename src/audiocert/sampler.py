@@ -14,7 +14,7 @@ s + 2**32 give the same stream. A permutation is a bijection, so two different (
 seed never share a stream, on any device (``MAX_EXAMPLES`` examples, ``MAX_BLOCKS`` blocks per phase; beyond
 that ``block_seed`` refuses). So the noise of a sample depends only on (seed, example, phase, i, block_size,
 device type): the same range always gives the same counts whatever the batch size or the shard boundaries, no
-two blocks share noise, and the phases (selection 0, estimation 1, prediction 2) use disjoint streams, so
+two blocks share noise, and the phases (selection 0, estimation 1, prediction 2, attack 3) use disjoint streams, so
 selection and estimation samples are independent. CPU and CUDA generators differ, so counts are reproducible
 per device type.
 
@@ -36,7 +36,8 @@ from audiocert.frontend import DeepSpeakerFrontend
 from audiocert.stages import check_stage
 from audiocert.statistics import ABSTAIN, certify_from_counts, predict_from_counts
 
-PHASES: dict[str, int] = {"selection": 0, "estimation": 1, "prediction": 2}
+# attack: the noise draws of attacks on the smoothed classifier (audiocert.attacks), disjoint from certification's.
+PHASES: dict[str, int] = {"selection": 0, "estimation": 1, "prediction": 2, "attack": 3}
 DEFAULT_BLOCK_SIZE = 50
 
 
