@@ -10,7 +10,6 @@ import pytest
 REPO = Path(__file__).resolve().parents[1]
 os.environ.setdefault("WANDB_SILENT", "true")
 os.environ.setdefault("WANDB_MODE", "offline")
-os.environ.setdefault("AUDIOCERT_CONF", str(REPO / "conf"))
 
 
 @pytest.fixture(scope="session")

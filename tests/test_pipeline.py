@@ -10,6 +10,7 @@ import pytest
 import torch
 from conftest import certify_overrides, read_certs, run_cli
 
+from audiocert.provenance import atomic_write_sealed
 from audiocert.reducer import reduce_config
 from audiocert.shards import PLAN_FILE, IncompleteSweepError
 
@@ -44,13 +45,15 @@ def test_training_improves_resumes_and_checkpoint_loads_weights_only(trained):
     assert {p.name: p.stat().st_mtime_ns for p in trained["dir"].glob("*.pt")} == before
 
 
-def test_time_budget_starts_no_epoch_that_would_overrun_it(trained):
-    # The first epoch always runs (nothing to judge it by); with a 60 ms budget the second would end past it.
+def test_time_budget_stops_at_the_batch_that_would_overrun_it(trained):
+    # The first batch always runs (nothing to judge it by); with a 60 ms budget the second cannot fit.
     result = run_cli(["train", *trained["overrides"], "run_name=budget", "train.epochs=5", "train.batch_size=16",
                       "train.validation_crops_per_speaker=2", "train.max_minutes=0.001"], trained["runs"])
-    assert "stopping before epoch 2: it would end past the time budget" in result.stderr + result.stdout
+    output = result.stderr + result.stdout
+    assert "time budget train.max_minutes=0.001 reached" in output and "stopped before batch 2/16 of epoch 1" in output
     metrics = json.loads((trained["runs"] / "train" / "budget" / "metrics.json").read_text())
-    assert metrics["epochs_run"] == 1
+    assert metrics["stopped_by_budget"] and metrics["position"] == {"epoch": 0, "step": 1}
+    assert metrics["epochs_run"] == 0
     # A changed learning rate is another training run: last.pt is not resumed (a changed budget alone would be).
     result = run_cli(["train", *trained["overrides"], "run_name=budget", "train.epochs=5", "train.batch_size=16",
                       "train.validation_crops_per_speaker=2", "train.max_minutes=0.001", "train.lr=0.01"],
@@ -58,7 +61,7 @@ def test_time_budget_starts_no_epoch_that_would_overrun_it(trained):
     output = result.stdout + result.stderr
     assert "trained under another config (train.lr: 0.001 -> 0.01): training from scratch" in output
     last = torch.load(trained["runs"] / "train" / "budget" / "last.pt", weights_only=True)
-    assert [h["epoch"] for h in last["metrics"]["history"]] == [0]
+    assert (last["epoch"], last["step"]) == (0, 1) and last["metrics"]["history"] == []
 
 
 def test_same_certificates_from_every_executor_and_shard_size(trained):
@@ -94,9 +97,13 @@ def test_reducer_refuses_missing_duplicate_foreign_and_truncated(trained, tmp_pa
     def rename_only(d: Path) -> None:
         (d / "shards" / shards[0].name).rename(d / "shards" / "renamed.json")
 
-    def foreign(d: Path) -> None:
+    def foreign(d: Path) -> None:  # another config's counts, sealed as a real shard file is
         path = d / "shards" / shards[0].name
-        path.write_text(path.read_text().replace(json.loads(shards[0].read_text())["config_hash"], "0" * 12))
+        atomic_write_sealed(path, json.loads(path.read_text()) | {"config_hash": "0" * 12})
+
+    def edited(d: Path) -> None:  # a count changed by hand: its seal no longer matches
+        path = d / "shards" / shards[1].name
+        path.write_text(path.read_text().replace('"counts":[', '"counts":[1', 1))
 
     cases = [
         (lambda d: (d / "shards" / shards[1].name).unlink(), "1 missing shard(s): 1"),
@@ -104,6 +111,7 @@ def test_reducer_refuses_missing_duplicate_foreign_and_truncated(trained, tmp_pa
         (rename_only, "name that is not its own"),
         (lambda d: (d / "shards" / shards[2].name).write_text('{"format": 1, "config_ha'), "unreadable"),
         (foreign, "foreign config 000000000000"),
+        (edited, "does not match its content_sha256"),
     ]
     for damage, needle in cases:
         target = fresh()

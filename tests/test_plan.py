@@ -12,11 +12,20 @@ from typing import Any
 
 import numpy as np
 import pytest
-from test_trust import shard_record, small_plan, write_config, write_damaged_shard
+from test_trust import (
+    consistent,
+    dense,
+    sealed_record,
+    shard_record,
+    small_plan,
+    write_config,
+    write_damaged_shard,
+    write_shard,
+)
 
 from audiocert.algorithms import Cohen, Sequential, make_algorithm
 from audiocert.launch import ended_without_result
-from audiocert.provenance import CorruptFileError, atomic_write_json
+from audiocert.provenance import CorruptFileError, atomic_write_json, seal
 from audiocert.shards import (
     PLAN_FILE,
     IncompleteSweepError,
@@ -58,7 +67,7 @@ def record_for(plan: dict, shard: Shard, label: Label) -> dict:
 def write_records(config_dir: Path, plan: dict, indices: Sequence[int], label: Label) -> None:
     shards = known_shards(config_dir, plan)
     for index in indices:
-        atomic_write_json(shard_path(config_dir, plan["config_hash"], index), record_for(plan, shards[index], label))
+        write_shard(shard_path(config_dir, plan["config_hash"], index), record_for(plan, shards[index], label))
 
 
 SEQUENTIAL = {"first": 20, "growth": 2.0, "stop_alpha": 0.001, "radii": [0.25, 0.5, 1.0]}
@@ -68,12 +77,14 @@ def sequential_plan() -> dict:
     """small_plan with the sequential algorithm: n0 = 40, n = 160, looks at 20, 40, 80, 160 samples (selection at
     20, 40), blocks of 10, and its round 0 (every point: selection and estimation [0, 20)) cut as make_plan does."""
     plan = small_plan()
-    plan["quantities"].update(n0=40, n=160, algorithm="sequential", sequential=dict(SEQUENTIAL), block_size=10,
-                              shard={"examples": 2, "samples": 10})
+    plan["config"]["certify"].update(n0=40, n=160, algorithm="sequential", block_size=10,
+                                     sequential={**SEQUENTIAL, "last_share": None},
+                                     shard={"examples": 2, "samples": 10})
+    plan = consistent(plan)
     zeros = np.zeros((len(plan["examples"]), 3), np.int64)
     plan["shards"] = [s.to_json() for s in round_shards(make_algorithm(plan["quantities"]), zeros, zeros, 2, 10,
                                                         first_index=0, round=0)]
-    return plan
+    return seal(plan)
 
 
 def sequential_label(position: int, phase: str, i: int) -> int:
@@ -261,7 +272,7 @@ def test_read_plan_refuses_malformed_shard_lists(tmp_path, damage):
     config_dir = write_config(tmp_path, plan)
     assert read_plan(config_dir) == plan
     damage(plan["shards"])
-    (config_dir / PLAN_FILE).write_text(json.dumps(plan))
+    (config_dir / PLAN_FILE).write_text(json.dumps(seal(plan)))
     with pytest.raises(CorruptFileError) as error:
         read_plan(config_dir)
     message = str(error.value)
@@ -275,7 +286,7 @@ def test_read_plan_refuses_shards_of_another_round(tmp_path, damage):
     plan = small_plan()
     config_dir = write_config(tmp_path, plan)
     damage(plan["shards"])
-    (config_dir / PLAN_FILE).write_text(json.dumps(plan))
+    (config_dir / PLAN_FILE).write_text(json.dumps(seal(plan)))
     with pytest.raises(CorruptFileError, match="plan.json"):
         read_plan(config_dir)
 
@@ -284,7 +295,7 @@ def test_a_plan_without_shards_is_refused(tmp_path):
     plan = small_plan()
     config_dir = write_config(tmp_path, plan)
     plan["shards"] = []
-    (config_dir / PLAN_FILE).write_text(json.dumps(plan))
+    (config_dir / PLAN_FILE).write_text(json.dumps(seal(plan)))
     with pytest.raises(CorruptFileError, match="plan.json"):
         next_work(config_dir, read_plan(config_dir))
 
@@ -295,7 +306,7 @@ def test_a_plan_without_shards_is_refused(tmp_path):
 def write_round(config_dir: Path, plan: dict, round: int, shards: list[Shard], **changes: Any) -> Path:
     data = {"config_hash": plan["config_hash"], "code_version": plan["code_version"], "round": round,
             "planned_at": 1.7e9, "shards": [s.to_json() for s in shards], **changes}
-    return atomic_write_json(round_path(config_dir, round), data)
+    return atomic_write_json(round_path(config_dir, round), seal(data))
 
 
 def test_known_shards_reads_the_rounds_in_order_and_stops_at_the_first_missing(tmp_path):
@@ -334,7 +345,7 @@ def test_a_bad_round_file_is_named_with_how_to_recover(tmp_path, changes):
     assert known_shards(config_dir, plan)[4:] == shards
     data = json.loads(path.read_text())
     update = changes(plan, data["shards"])
-    path.write_text(json.dumps(None if update is None else {**data, **update}))
+    path.write_text(json.dumps(None if update is None else seal({**data, **update})))
     for read in (lambda: known_shards(config_dir, plan), lambda: inventory(config_dir, plan),
                  lambda: next_work(config_dir, plan)):
         with pytest.raises(CorruptFileError) as error:
@@ -395,7 +406,7 @@ def test_validate_accepts_a_record_of_a_later_round(tmp_path):
     write_records(config_dir, plan, [4], lambda p, phase, i: i % 2)
     path = shard_path(config_dir, plan["config_hash"], 4)
     record, why = validate_shard_file(path, plan, known_shards(config_dir, plan))
-    assert why == "" and record["counts"] == {"estimation": [[3, 2, 0], [3, 2, 0]]}
+    assert why == "" and dense(record) == {"estimation": [[3, 2, 0], [3, 2, 0]]}
     assert record["examples"] == [3, 1] and record["dataset_indices"] == [20, 9]
     # Without its round file the same record belongs to no planned shard.
     found, why = validate_shard_file(path, plan, known_shards(config_dir, plan)[:4])
@@ -408,7 +419,7 @@ def test_validate_refuses_float_examples(tmp_path):
     path = shard_path(config_dir, plan["config_hash"], 0)
     record = shard_record(plan, 0)
     record["examples"] = [0.0, 1.0]
-    path.write_text(json.dumps(record))
+    path.write_text(json.dumps(sealed_record(record)))
     found, why = validate_shard_file(path, plan, known_shards(config_dir, plan))
     assert found is None and "examples" in why
 
@@ -427,9 +438,9 @@ def test_merge_counts_sums_per_point_and_phase(tmp_path):
     config_dir = write_config(tmp_path, plan)
     label = lambda p, phase, i: (p + i + (phase == "estimation")) % 3 if p != 2 else 2  # noqa: E731
     write_records(config_dir, plan, range(4), label)
-    found = inventory(config_dir, plan)
+    found = inventory(config_dir, plan, merge=True)
     assert found.complete
-    merged = merge_counts(plan, found.records)
+    merged = found.merged
     for p in range(4):
         for phase, total in (("selection", 10), ("estimation", 20)):
             expected = np.bincount([label(p, phase, i) for i in range(total)], minlength=3)
@@ -474,7 +485,8 @@ def test_inventory_classifies_missing_duplicated_invalid_and_stray_files(tmp_pat
     plan = small_plan()
     config_dir = write_config(tmp_path, plan)
     found = inventory(config_dir, plan)
-    assert found.complete and sorted(found.records) == [0, 1, 2, 3] and found.records[2] == shard_record(plan, 2)
+    assert found.complete and sorted(found.records) == [0, 1, 2, 3]
+    assert found.records[2]["examples"] == shard_record(plan, 2)["examples"] and found.records[2]["samples"] == 40
     own = {i: shard_path(config_dir, plan["config_hash"], i) for i in range(4)}
     shard_dir = own[0].parent
 
@@ -483,7 +495,7 @@ def test_inventory_classifies_missing_duplicated_invalid_and_stray_files(tmp_pat
     copy2.write_text(own[2].read_text())
     own[3].write_text('{"format": 3, "trunc')  # damaged
     foreign = shard_dir / "fedcba987654-00003.json"
-    foreign.write_text(json.dumps(dict(shard_record(plan, 3), config_hash="fedcba987654")))
+    foreign.write_text(json.dumps(sealed_record(dict(shard_record(plan, 3), config_hash="fedcba987654"))))
 
     found = inventory(config_dir, plan)
     assert not found.complete
@@ -526,7 +538,7 @@ def test_next_work_of_a_cohen_plan_is_its_missing_shards_then_nothing(tmp_path):
     write_config(tmp_path, plan)
     assert next_work(config_dir, plan) == []
     assert not (config_dir / "rounds").exists()  # Cohen has one round: nothing planned after it
-    assert settled(plan, merge_counts(plan, inventory(config_dir, plan).records))
+    assert settled(plan, inventory(config_dir, plan, merge=True).merged)
 
 
 def test_next_work_of_a_sequential_plan_runs_rounds_until_settled(tmp_path):
@@ -545,7 +557,7 @@ def test_next_work_of_a_sequential_plan_runs_rounds_until_settled(tmp_path):
     write_records(config_dir, plan, [0, 1, 2], sequential_label)
     assert next_work(config_dir, plan) == [3] and not (config_dir / "rounds").exists()  # round 0 is not done yet
     write_records(config_dir, plan, [3], sequential_label)
-    assert not settled(plan, merge_counts(plan, inventory(config_dir, plan).records))
+    assert not settled(plan, inventory(config_dir, plan, merge=True).merged)
 
     # Round 1: only the unsettled points, from their totals, numbered after round 0.
     work = next_work(config_dir, plan)
@@ -574,9 +586,9 @@ def test_next_work_of_a_sequential_plan_runs_rounds_until_settled(tmp_path):
         planned += len(work)
         write_records(config_dir, plan, work, sequential_label)
     assert not round_path(config_dir, rounds + 1).exists()  # settling writes no empty round
-    found = inventory(config_dir, plan)
+    found = inventory(config_dir, plan, merge=True)
     assert found.complete and sorted(found.records) == list(range(len(found.shards)))
-    merged = merge_counts(plan, found.records)
+    merged = found.merged
     assert settled(plan, merged)
     algorithm = make_algorithm(plan["quantities"])
     totals = [(int(merged["selection"][p].sum()), int(merged["estimation"][p].sum())) for p in range(4)]
@@ -597,7 +609,7 @@ def test_a_round_planned_by_other_code_is_planned_again(tmp_path):
     work = next_work(config_dir, plan)
     assert work and len(known_shards(config_dir, plan)) == len(plan["shards"]) + len(work)
     stale = json.loads(round_path(config_dir, 1).read_text()) | {"code_version": "older"}
-    atomic_write_json(round_path(config_dir, 1), stale)
+    atomic_write_json(round_path(config_dir, 1), seal(stale))
     assert len(known_shards(config_dir, plan)) == len(plan["shards"])
     assert next_work(config_dir, plan) == work
     assert json.loads(round_path(config_dir, 1).read_text())["code_version"] == plan["code_version"]

@@ -11,7 +11,7 @@ import torch
 from conftest import REPO
 
 from audiocert.frontend import DeepSpeakerFrontend
-from audiocert.provenance import code_version, read_json
+from audiocert.provenance import code_version, read_json, seal
 from audiocert.reducer import read_certificates
 from audiocert.statistics import certified_accuracy, max_certifiable_radius
 
@@ -210,7 +210,7 @@ def test_waveform_snr_of_magspec_is_the_reducer_median_plus_20_log10_L(sweep, tm
         summary.pop("median_wave_to_radius_db", None)
         if target == new:
             summary |= {"median_wave_to_radius_db": 3.25, "median_waveform_norm": 12.5}
-        atomic_write_json(target / "plan.json", plan)
+        rewrite_plan(target, plan)
         atomic_write_json(target / "summary.json", summary)
     text = write_report([tmp_path / "sweep"], tmp_path / "out").read_text()
     L = waveform_lipschitz_bound(frontend_cfg(sweep), CROP).bound
@@ -224,6 +224,26 @@ def test_waveform_snr_of_magspec_is_the_reducer_median_plus_20_log10_L(sweep, tm
     rows = waveform_rows(text)
     assert rows["tiny4-magspec-new"][6] == expected and rows["tiny4-magspec-old"][6] == "n/a"
     assert rows["tiny4-magspec-new"][3].endswith("dB")  # the feature-space SNR beside it
+
+
+def resealed(plan: dict, rehash: bool = False) -> dict:
+    """An edited plan as make_plan would have written it: sealed, and with ``rehash`` its quantities and config hash
+    recomputed from its config (readers refuse a plan whose config, hash and seal disagree)."""
+    from audiocert.provenance import stable_hash
+    from audiocert.shards import certified_quantities
+
+    if rehash:
+        quantities = certified_quantities(plan["config"], device_type=plan["quantities"]["device_type"])
+        quantities["checkpoint_digest"] = plan["quantities"]["checkpoint_digest"]
+        plan.update(quantities=quantities, config_hash=stable_hash(quantities))
+    plan.pop("content_sha256", None)
+    return seal(plan)
+
+
+def rewrite_plan(target, plan: dict, rehash: bool = False) -> None:
+    from audiocert.provenance import atomic_write_json
+
+    atomic_write_json(target / "plan.json", resealed(plan, rehash))
 
 
 def test_waveform_table_and_snr_lines(sweep):
@@ -245,7 +265,6 @@ def test_waveform_table_and_snr_lines(sweep):
 def test_a_frontend_without_proven_bound_gets_no_waveform_guarantee(sweep, tmp_path):
     import shutil
 
-    from audiocert.provenance import atomic_write_json
     from audiocert.report import NO_BOUND, write_report
 
     target = tmp_path / "sweep" / "hann-magspec"
@@ -254,7 +273,7 @@ def test_a_frontend_without_proven_bound_gets_no_waveform_guarantee(sweep, tmp_p
     plan = read_json(target / "plan.json")
     plan["label"] = "tiny4-magspec-hann"
     plan["config"]["frontend"] = {**plan["config"]["frontend"], "window": "hann"}  # not what the bound derives
-    atomic_write_json(target / "plan.json", plan)
+    rewrite_plan(target, plan, rehash=True)
     text = write_report([tmp_path / "sweep"], tmp_path / "out").read_text()
     meaning = text[text.index("### tiny4-magspec-hann ("):]
     assert NO_BOUND in meaning and "r / L" not in meaning and "Lipschitz bound L =" not in meaning
@@ -266,23 +285,27 @@ def test_a_frontend_without_proven_bound_gets_no_waveform_guarantee(sweep, tmp_p
 
 
 def test_report_never_writes_outside_its_directory(sweep, tmp_path):
-    """Labels, dataset / stage names and hashes from a crafted plan cannot steer a file out of the report dir."""
+    """Names from a crafted plan cannot steer a file out of the report dir: an unsafe label or hash makes the plan
+    untrusted (listed as damaged), and dataset / stage names that pass are slugged before they name a file."""
     import shutil
 
     from audiocert.provenance import atomic_write_json
     from audiocert.report import SAFE_NAME, output_file, slug, write_report
 
     root = tmp_path / "root"
-    for (stage, sigma), name in (((("magspec", 0.25)), "a"), ((("waveform", 0.25)), "b")):
+    for (stage, sigma), name in (((("magspec", 0.25)), "a"), ((("waveform", 0.25)), "b"), ((("mfbe", 0.25)), "c")):
         target = root / "sweep" / name
         shutil.copytree(sweep["dirs"][(stage, sigma)], target)
         plan, summary = read_json(target / "plan.json"), read_json(target / "summary.json")
-        plan["label"] = summary["label"] = "../../x"
         plan["config"]["dataset"]["name"] = summary["dataset"] = "../../escaped/ds"
-        plan["config_hash"] = summary["config_hash"] = "../../../hash/" + name
         if name == "b":
-            plan["quantities"]["stage"] = summary["stage"] = "../../../stage/evil"
-        atomic_write_json(target / "plan.json", plan)
+            plan["config"]["representation"]["stage"] = summary["stage"] = "../../../stage/evil"
+        if name == "c":  # a hostile label and hash: sealed, but never trusted
+            plan["label"] = summary["label"] = "../../x"
+            plan["config_hash"] = summary["config_hash"] = "../../../hash/" + name
+            atomic_write_json(target / "plan.json", seal(plan))
+        else:
+            rewrite_plan(target, plan, rehash=True)
         atomic_write_json(target / "summary.json", summary)
     out = root / "sweep" / "deep" / "report"
     before = {p for p in tmp_path.rglob("*")}
@@ -292,6 +315,8 @@ def test_report_never_writes_outside_its_directory(sweep, tmp_path):
     outside = [p for p in written if not (p == out or out in p.parents or p in out.parents)]
     assert not outside, outside
     assert not (root / "escaped").exists() and not (tmp_path / "x").exists() and not (root / "stage").exists()
+    text = report.read_text()
+    assert f"**damaged** `{root / 'sweep' / 'c'}`" in text and "is not 12 hex digits" in text
     pngs = sorted(p.name for p in out.glob("*.png"))
     assert pngs and all(SAFE_NAME.fullmatch(name) for name in pngs)
     assert all(p.parent == out for p in out.rglob("*"))
@@ -403,3 +428,222 @@ def test_configs_of_a_retrained_checkpoint_are_superseded(sweep, tmp_path):
     assert len([line for line in accuracy.splitlines() if line.startswith("| tiny4-mfbe")]) == 1
     everything = write_report([tmp_path / "sweep"], tmp_path / "all", include_superseded=True).read_text()
     assert len(tables(everything)["mfbe"]) == 4 and "- **superseded**" not in everything
+
+
+# ----------------------------------------------------------------------------------------------------------
+# Two sweeps of the same configs, certified by Cohen and by sequential (issue 14, items 7 and 9)
+# ----------------------------------------------------------------------------------------------------------
+SEQUENTIAL_SHRINK = 0.7  # the fabricated sequential radii: Cohen's certified radii times this
+
+
+@pytest.fixture(scope="module")
+def twin_sweeps(sweep, tmp_path_factory) -> dict:
+    """Sweeps 'cohen' and 'sequential' of the fixture's five configs: the Cohen directories as certified, and
+    sequential twins (same points and noise streams, counted_inputs equal) whose certified radii are Cohen's times
+    SEQUENTIAL_SHRINK — the plan's algorithm, sequential options (read from conf/) and config hash are what a real
+    sequential plan holds. The report over both sweeps is written with every figure's legend captured before saving."""
+    import shutil
+
+    import audiocert.report as report
+    from audiocert.provenance import atomic_write_json, atomic_write_text
+    from audiocert.reducer import certificates_tsv
+    from audiocert.shards import certified_quantities
+
+    root = tmp_path_factory.mktemp("twins")
+    options = certified_quantities(compose("certify", [*sweep["base"], "certify.algorithm=sequential"]))["sequential"]
+    dirs = {}
+    for (stage, sigma), source in sweep["dirs"].items():
+        cohen = root / "cohen" / source.name
+        shutil.copytree(source, cohen)
+        plan, summary = read_json(source / "plan.json"), read_json(source / "summary.json")
+        plan["config"]["certify"]["algorithm"] = "sequential"
+        plan = resealed(plan, rehash=True)
+        assert plan["quantities"]["sequential"] == options
+        summary["config_hash"] = plan["config_hash"]
+        summary["algorithm"] = "sequential"
+        target = root / "sequential" / f"{plan['label']}-{plan['config_hash'][:8]}"
+        shutil.copytree(source, target)
+        atomic_write_json(target / "plan.json", plan)
+        atomic_write_json(target / "summary.json", summary)
+        rows = read_certificates(source / "certificates.tsv")
+        for row in rows:
+            row["radius"] *= SEQUENTIAL_SHRINK
+        atomic_write_text(target / "certificates.tsv", certificates_tsv(rows))
+        dirs[stage, sigma] = {"cohen": cohen, "sequential": target}
+    figures = {}
+    save = report.save_figure
+
+    def capture(fig, path):
+        [ax] = fig.axes
+        figures[path.name] = {"legend": [t.get_text() for t in ax.get_legend().get_texts()],
+                              "lines": {line.get_label(): line for line in ax.get_lines()}}
+        return save(fig, path)
+
+    report.save_figure = capture
+    try:
+        text = report.write_report([root / "cohen", root / "sequential"], root / "report").read_text()
+    finally:
+        report.save_figure = save
+    return {"text": text, "figures": figures, "dirs": dirs}
+
+
+def markdown_tables(text: str) -> list[list[list[str]]]:
+    """Every Markdown table of a report: its rows (header first, separator dropped) as lists of cells."""
+    found = []
+    for block in re.findall(r"(?:^\|[^\n]*\n)+", text + "\n", flags=re.M):
+        rows = [[c.strip() for c in re.split(r"(?<!\\)\|", line.strip())[1:-1]] for line in block.splitlines()]
+        found.append([row for row in rows if not all(set(c) <= {"-"} for c in row)])
+    return found
+
+
+def test_every_table_row_and_legend_entry_names_one_config_of_two_sweeps(twin_sweeps):
+    """Cohen and sequential sweeps of the same configs: no table repeats a row name, no figure a legend entry,
+    and the names say which algorithm certified them."""
+    text = twin_sweeps["text"]
+    tables = markdown_tables(text)
+    for table in tables:
+        first = [row[0] for row in table[1:]]
+        assert len(first) == len(set(first)), (table[0], first)
+    config_tables = [t for t in tables if t[0][0] in ("config", "", "sequential config")]
+    assert len(config_tables) >= 6  # runs, 3 certified accuracy, waveform, accuracy (and the radius comparison)
+    for table in config_tables:
+        for row in table[1:]:  # every row is one config, and its name says its algorithm
+            words = {w for w in ("cohen", "sequential") if w in row[0]}
+            assert len(words) == 1, row[0]
+    runs = next(t for t in tables if t[0][:4] == ["config", "stage", "σ", "algorithm"])
+    assert len(runs) == 1 + 2 * len(CONFIGS)
+    assert all(row[3] in row[0] for row in runs[1:])  # the algorithm column and the name agree
+    headings = re.findall(r"^### (tiny4-[^\n]*)$", text, flags=re.M)
+    assert len(headings) == 2 * len(CONFIGS) == len(set(headings))
+    figures = twin_sweeps["figures"]
+    assert set(figures) == {"certified_tiny4_waveform.png", "certified_tiny4_magspec.png", "certified_tiny4_mfbe.png",
+                            "certified_tiny4_sigma0.25.png", "waveform_equivalent_tiny4.png"}
+    for name, figure in figures.items():
+        legend = figure["legend"]
+        assert len(legend) == len(set(legend)), (name, legend)
+        entries = [e for e in legend if not e.startswith(("dashed:", "markers:"))]
+        assert entries and all(("cohen" in e) != ("sequential" in e) for e in entries), (name, entries)
+        assert sum("sequential" in e for e in entries) == sum("cohen" in e for e in entries), (name, entries)
+    sigma = figures["certified_tiny4_sigma0.25.png"]["legend"]
+    assert "waveform, cohen" in sigma and "waveform, sequential (at its table radii)" in sigma
+
+
+def result(label: str = "tiny4-mfbe-sigma0.25", sweep: str = "s", config_hash: str | None = None, **changes):
+    """A complete ConfigResult without files, for naming tests: ``changes`` set fields (and the same certified
+    quantities), ``quantities`` adds more; the config hash covers them all unless given."""
+    from audiocert.provenance import stable_hash
+    from audiocert.report import ConfigResult
+
+    algorithm = changes.pop("algorithm", "cohen")
+    fields = {"dataset": "tiny4", "stage": "mfbe", "sigma": 0.25, "n0": 10, "n": 30, "alpha": 0.001, "seed": 0,
+              "checkpoint": "m.pt", "checkpoint_digest": "abc"}
+    extra = changes.pop("quantities", {})
+    fields |= changes
+    quantities = {k: v for k, v in fields.items() if k not in ("dataset", "checkpoint")}
+    quantities |= {"algorithm": algorithm, **extra}
+    config_hash = config_hash or stable_hash({"label": label, "quantities": quantities})
+    return ConfigResult(directory=Path(sweep) / f"{label}-{config_hash[:8]}", sweep_dir=Path(sweep), label=label,
+                        config_hash=config_hash, plan_code_version="v", reducer_code_version="v",
+                        config={"certify": {"algorithm": algorithm}}, complete=True, quantities=quantities,
+                        **fields)
+
+
+def test_distinct_names_append_only_what_tells_configs_of_one_label_apart():
+    from audiocert.report import distinct_names
+
+    other = result("tiny4-waveform-sigma0.25")
+    assert distinct_names([result(), other]) == ["tiny4-mfbe-sigma0.25", "tiny4-waveform-sigma0.25"]
+    assert distinct_names([result(), result(algorithm="sequential"), other]) == [
+        "tiny4-mfbe-sigma0.25, cohen", "tiny4-mfbe-sigma0.25, sequential", "tiny4-waveform-sigma0.25"]
+    # two sequential configs that differ in an option: the algorithm, then that option
+    names = distinct_names([result(), result(algorithm="sequential", quantities={"sequential": {"last_share": 0.5}}),
+                            result(algorithm="sequential", quantities={"sequential": {"last_share": 0.75}})])
+    assert names == ["tiny4-mfbe-sigma0.25, cohen", "tiny4-mfbe-sigma0.25, sequential, sequential.last_share = 0.5",
+                     "tiny4-mfbe-sigma0.25, sequential, sequential.last_share = 0.75"]
+    # seed before sweep; n and α; a checkpoint retrained in between
+    assert distinct_names([result(seed=1, sweep="a"), result(seed=2, sweep="b")]) == [
+        "tiny4-mfbe-sigma0.25, seed 1", "tiny4-mfbe-sigma0.25, seed 2"]
+    assert distinct_names([result(n=30), result(n=40, alpha=0.01)]) == [
+        "tiny4-mfbe-sigma0.25, n = 30", "tiny4-mfbe-sigma0.25, n = 40"]
+    assert distinct_names([result(checkpoint_digest="1234567890"), result(checkpoint_digest="abcdef0123")]) == [
+        "tiny4-mfbe-sigma0.25, checkpoint 12345678", "tiny4-mfbe-sigma0.25, checkpoint abcdef01"]
+    # the same config (same hash) certified in two sweeps; then the same directory read twice
+    assert distinct_names([result(config_hash="f" * 16, sweep="a"), result(config_hash="f" * 16, sweep="b")]) == [
+        "tiny4-mfbe-sigma0.25, sweep a", "tiny4-mfbe-sigma0.25, sweep b"]
+    twice = result(config_hash="f" * 16)
+    assert distinct_names([twice, twice]) == ["tiny4-mfbe-sigma0.25, #1", "tiny4-mfbe-sigma0.25, #2"]
+    # the certified-accuracy tables' row names: σ first, the same rule after it
+    from audiocert.report import row_labels
+
+    assert row_labels([result(), result(algorithm="sequential"), result(sigma=0.5)]) == [
+        "σ = 0.25, cohen", "σ = 0.25, sequential", "σ = 0.5"]
+
+
+def test_sequential_radii_are_compared_with_cohen_and_explained(twin_sweeps):
+    """Per sequential / Cohen pair: both median radii, their ratio and the per-point ratio, recomputed from the
+    certificates; the report says what a sequential radius is."""
+    text = twin_sweeps["text"]
+    section = text.split("### Sequential radii against Cohen's")[1].split("\n## ")[0]
+    [table] = markdown_tables(section)
+    assert table[0][:2] == ["sequential config", "Cohen config"] and len(table) == 1 + len(CONFIGS)
+    compared = 0
+    for (stage, sigma), pair in twin_sweeps["dirs"].items():
+        row = next(r for r in table[1:] if r[0].startswith(f"tiny4-{stage}-sigma{sigma:g}"))
+        assert "sequential" in row[0] and "cohen" in row[1] and row[2] == stage
+        radii = {}
+        for algorithm, directory in pair.items():
+            certs = read_certificates(directory / "certificates.tsv")
+            radii[algorithm] = [c["radius"] for c in certs if c["correct"] and c["radius"] > 0]
+        if not radii["cohen"]:
+            assert row[5] == "n/a / n/a" and row[6] == "n/a"
+            continue
+        seq, cohen = (float(np.median(radii[a])) for a in ("sequential", "cohen"))
+        assert [float(x) for x in row[5].split(" / ")] == pytest.approx([seq, cohen], rel=1e-3)
+        assert row[6] == f"{SEQUENTIAL_SHRINK:.3f} ({(1 - SEQUENTIAL_SHRINK) * 100:.0f}% smaller)"
+        assert row[7] == f"{SEQUENTIAL_SHRINK:.3f} ({len(radii['cohen'])})"
+        compared += 1
+    assert compared >= 2
+    for words in ("A `sequential` radius is a lower bound at the level of the look where the point stopped",
+                  "**Sequential configs** answer \"R ≥ r?\" at their table radii"):
+        assert words in text
+    meaning = text[text.index("### tiny4-magspec-sigma0.25, sequential ("):]
+    meaning = meaning[:meaning.index("\n### ")]
+    assert "**Sequential radius:**" in meaning and "the look where the point stopped" in meaning
+    assert "\"R ≥ r?\" at the table radii (0.01, 0.05, 0.25, 0.5, 0.75, 1, 1.25, 1.5)" in meaning
+    cohen_meaning = text[text.index("### tiny4-magspec-sigma0.25, cohen ("):]
+    assert "**Sequential radius:**" not in cohen_meaning[:cohen_meaning.index("\n### ")]
+
+
+def test_sequential_curves_are_steps_at_their_table_radii(twin_sweeps):
+    """Figures draw a sequential config through its certified accuracy at 0 and at its table radii (held over
+    (r_(k-1), r_k]); a Cohen config keeps its curve from the per-point radii."""
+    from audiocert.statistics import REPORT_RADII
+
+    lines = twin_sweeps["figures"]["certified_tiny4_magspec.png"]["lines"]
+    pair = twin_sweeps["dirs"]["magspec", 0.25]
+    seq = lines["σ = 0.25, sequential, n = 30 (at its table radii)"]  # magspec rows differ in n
+    certs = read_certificates(pair["sequential"] / "certificates.tsv")
+    radius, correct = np.array([c["radius"] for c in certs]), np.array([c["correct"] for c in certs])
+    assert seq.get_drawstyle() == "steps-pre" and seq.get_marker() == "o"
+    assert list(seq.get_xdata()) == [0.0, *REPORT_RADII]
+    assert list(seq.get_ydata()) == [certified_accuracy(radius, correct, x) for x in (0.0, *REPORT_RADII)]
+    cohen = lines["σ = 0.25, cohen, n = 30"]
+    certs = read_certificates(pair["cohen"] / "certificates.tsv")
+    radius, correct = np.array([c["radius"] for c in certs]), np.array([c["correct"] for c in certs])
+    assert cohen.get_drawstyle() == "steps-post" and len(cohen.get_xdata()) == 800
+    x = cohen.get_xdata()
+    assert list(cohen.get_ydata()) == [certified_accuracy(radius, correct, r) for r in x]
+    # in waveform space a magspec table radius r is r / L
+    wave = twin_sweeps["figures"]["waveform_equivalent_tiny4.png"]["lines"]
+    [magspec] = [line for label, line in wave.items() if label.startswith("magspec stage") and "σ = 0.25" in label
+                 and "sequential" in label]
+    L = float(re.search(r"L = ([\d.]+)", magspec.get_label())[1])
+    assert magspec.get_xdata()[1:] == pytest.approx(np.array(REPORT_RADII) / L, rel=1e-3)
+
+
+def test_table_radius_rounds_down_to_the_grid():
+    from audiocert.report import table_radius
+
+    grid = (0.25, 0.5, 1.0)
+    assert list(table_radius(np.array([0.0, 0.1, 0.25, 0.3, 0.99, 1.0, 7.0]), grid)) == [
+        0.0, 0.0, 0.25, 0.25, 0.5, 1.0, 1.0]

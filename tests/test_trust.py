@@ -14,13 +14,24 @@ import numpy as np
 import pytest
 import torch
 
-from audiocert.provenance import CorruptFileError, WriteError, atomic_write_json, check_safe_name, inside, stable_hash
+from audiocert.provenance import (
+    SEAL_KEY,
+    CorruptFileError,
+    WriteError,
+    atomic_write_json,
+    check_safe_name,
+    inside,
+    seal,
+    stable_hash,
+)
 from audiocert.reducer import reduce_config
 from audiocert.sampler import MAX_BLOCKS, MAX_EXAMPLES, PHASES, block_seed, block_seeds, feistel32
 from audiocert.shards import (
     PLAN_FILE,
     SHARD_FORMAT,
     IncompleteSweepError,
+    certified_quantities,
+    encode_counts,
     inventory,
     known_shards,
     make_shards,
@@ -81,26 +92,44 @@ def test_block_seeds_are_a_bijection_and_refuse_what_they_cannot_key():
 # --------------------------------------------------------------------------------------------------------------
 # Shard validation: types and content, not only sums
 # --------------------------------------------------------------------------------------------------------------
+def small_config() -> dict:
+    """The resolved config of small_plan: 4 test points x 3 classes, n0 = 10, n = 20, shards of 2 x 10."""
+    return {"dataset": {"num_classes": 3, "name": "tiny", "test_crops_per_speaker": 10}, "frontend": None,
+            "representation": {"stage": "mfbe"}, "smoothing": {"sigma": 0.25},
+            "certify": {"n0": 10, "n": 20, "alpha": 0.01, "algorithm": "cohen", "points_per_speaker": 1,
+                        "block_size": 10, "bf16": False, "shard": {"examples": 2, "samples": 10},
+                        "sequential": {"first": 20, "growth": 2.0, "stop_alpha": 0.001, "last_share": 0.75,
+                                       "radii": None}},
+            "seed": 0, "device": "cpu", "launcher": {"name": "local"}}
+
+
+def consistent(plan: dict, device_type: str = "cpu") -> dict:
+    """``plan`` with its quantities and config hash recomputed from its config (as make_plan does) and sealed."""
+    quantities = certified_quantities(plan["config"], device_type=device_type)
+    quantities["checkpoint_digest"] = "x"
+    plan.update(quantities=quantities, config_hash=stable_hash(quantities))
+    plan.pop(SEAL_KEY, None)
+    return seal(plan)
+
+
 def small_plan() -> dict:
-    """A plan of 4 examples x 3 classes, n0 = 10, n = 20, in shards of 2 examples x 10 samples."""
+    """A sealed plan of 4 examples x 3 classes, n0 = 10, n = 20, in shards of 2 examples x 10 samples."""
     examples = [3, 9, 14, 20]
     inputs = [{"index": e, "label": k % 3, "digest": f"{e:016x}", "path": f"/data/{e}.flac", "offset": 0}
               for k, e in enumerate(examples)]
     shards = [s.to_json() for s in make_shards(4, 10, 20, 2, 10)]
-    return {"config_hash": "0123456789ab", "code_version": "test", "label": "tiny-mfbe-sigma0.25",
-            "config": {"dataset": {"num_classes": 3, "name": "tiny"}, "seed": 0},
-            "quantities": {"n0": 10, "n": 20, "alpha": 0.01, "sigma": 0.25, "stage": "mfbe", "seed": 0,
-                           "device_type": "cpu", "checkpoint_digest": "x", "algorithm": "cohen", "block_size": 10,
-                           "shard": {"examples": 2, "samples": 10}},
-            "checkpoint": "/x.pt", "examples": examples, "inputs": inputs,
-            "inputs_digest": stable_hash([i["digest"] for i in inputs]), "shards": shards}
+    return consistent({"kind": "certify", "code_version": "test", "label": "tiny-mfbe-sigma0.25",
+                       "config": small_config(), "checkpoint": "/x.pt", "examples": examples, "inputs": inputs,
+                       "inputs_digest": stable_hash([i["digest"] for i in inputs]), "shards": shards})
 
 
 def shard_record(plan: dict, index: int) -> dict:
+    """A counts record of shard ``index`` with dense count rows (readable; ``sealed_record`` makes the file)."""
     shard = plan["shards"][index]
     inputs = [plan["inputs"][p] for p in shard["examples"]]
     width = {p: hi - lo for p, (lo, hi) in shard["ranges"].items()}
-    return {"format": SHARD_FORMAT, "config_hash": plan["config_hash"], "code_version": plan["code_version"],
+    return {"format": SHARD_FORMAT, "kind": "certify", "config_hash": plan["config_hash"],
+            "code_version": plan["code_version"],
             **shard, "dataset_indices": [i["index"] for i in inputs],
             "labels": [i["label"] for i in inputs], "input_digests": [i["digest"] for i in inputs],
             "stage_norms": [1.5] * len(inputs), "waveform_norms": [2.5] * len(inputs),
@@ -110,11 +139,30 @@ def shard_record(plan: dict, index: int) -> dict:
             "device": "cpu", "device_type": "cpu", "host": "node", "finished_at": 1.7e9}
 
 
+def sealed_record(record: dict) -> dict:
+    """A record with dense count rows as a shard writes it: counts sparse, content sealed."""
+    return seal({**record, "counts": {phase: encode_counts(rows) for phase, rows in record["counts"].items()}})
+
+
+def dense(record: dict, classes: int = 3) -> dict:
+    """The count rows of a sealed record, dense again."""
+    out = {}
+    for phase, table in record["counts"].items():
+        rows = np.zeros((len(record["examples"]), classes), dtype=int)
+        rows[table["rows"], table["classes"]] = table["counts"]
+        out[phase] = rows.tolist()
+    return out
+
+
+def write_shard(path: Path, record: dict) -> None:
+    atomic_write_json(path, sealed_record(record), compact=True)
+
+
 def write_config(tmp_path: Path, plan: dict) -> Path:
     config_dir = tmp_path / "cfg"
     atomic_write_json(config_dir / PLAN_FILE, plan)
     for index in range(len(plan["shards"])):
-        atomic_write_json(shard_path(config_dir, plan["config_hash"], index), shard_record(plan, index))
+        write_shard(shard_path(config_dir, plan["config_hash"], index), shard_record(plan, index))
     return config_dir
 
 
@@ -127,7 +175,6 @@ DAMAGE = [
     ("bool counts", lambda r: r["counts"].update(selection=[[True] * 3, [10, 0, 0]]), "non-negative integers"),
     ("negative counts", lambda r: r["counts"]["estimation"][0].__setitem__(1, -1), "non-negative integers"),
     ("counts that do not add up", lambda r: r["counts"]["estimation"][0].__setitem__(1, 5), "do not add up"),
-    ("ragged counts", lambda r: r["counts"]["estimation"][0].pop(), "non-negative integers"),
     ("nan norms", lambda r: r.update(stage_norms=[float("nan"), 1.0]), "stage_norms"),
     ("infinite waveform norms", lambda r: r.update(waveform_norms=[float("inf"), 1.0]), "waveform_norms"),
     ("device type", lambda r: r.update(device_type="cuda"), "device type 'cuda'"),
@@ -145,9 +192,9 @@ def write_damaged_shard(tmp_path: Path, index: int, damage, needle: str) -> tupl
     path = shard_path(config_dir, plan["config_hash"], index)
     record = shard_record(plan, index)
     shards = known_shards(config_dir, plan)
-    assert validate_shard_file(path, plan, shards) == (record, "")
+    assert validate_shard_file(path, plan, shards) == (sealed_record(record), "")
     damage(record)
-    path.write_text(json.dumps(record))
+    write_shard(path, record)  # sealed again: what is refused is the content, not the seal
     found, why = validate_shard_file(path, plan, shards)
     assert found is None and needle in why, why
     return config_dir, path
@@ -194,6 +241,7 @@ def test_write_plan_rewrites_a_damaged_plan_and_refuses_changed_audio(tmp_path):
     changed = copy.deepcopy(plan)
     changed["inputs"][2]["digest"] = "e" * 16
     changed["inputs_digest"] = stable_hash([i["digest"] for i in changed["inputs"]])
+    changed = seal(changed)
     with pytest.raises(ValueError, match=r"test audio of .* changed since it was planned: /data/14\.flac"):
         write_plan(changed, config_dir)
     assert read_plan(config_dir) == plan
@@ -207,9 +255,9 @@ def test_a_new_code_version_sets_the_old_results_aside(tmp_path):
     reduce_config(config_dir)
     atomic_write_json(config_dir / "jobs.json", {"executor": "local"})
     stray = len(plan["shards"]) + 3  # a shard index the new plan never reaches
-    atomic_write_json(shard_path(config_dir, plan["config_hash"], stray), shard_record(plan, 1) | {"index": stray})
+    write_shard(shard_path(config_dir, plan["config_hash"], stray), shard_record(plan, 1) | {"index": stray})
     old_certificates = (config_dir / "certificates.tsv").read_text()
-    newer = copy.deepcopy(plan) | {"code_version": "new/er"}
+    newer = seal(copy.deepcopy(plan) | {"code_version": "new/er"})
     assert write_plan(newer, config_dir) == newer and read_plan(config_dir) == newer
     assert sorted(p.name for p in config_dir.iterdir()) == ["jobs.json", "plan.json", "previous"]
     [previous] = (config_dir / "previous").iterdir()
@@ -223,7 +271,7 @@ def test_a_new_code_version_sets_the_old_results_aside(tmp_path):
     # under a name made safe for a directory.
     assert write_plan(copy.deepcopy(newer), config_dir) == newer and len(list((config_dir / "previous").iterdir())) == 1
     write_config(tmp_path, newer)
-    write_plan(copy.deepcopy(plan) | {"code_version": "third"}, config_dir)
+    write_plan(seal(copy.deepcopy(plan) | {"code_version": "third"}), config_dir)
     assert sorted(p.name.rsplit("-", 1)[1] for p in (config_dir / "previous").iterdir()) == ["new_er", "test"]
 
 
@@ -236,7 +284,7 @@ def test_names_that_would_leave_their_directory_are_refused(tmp_path):
         inside(tmp_path / ".." / "elsewhere.png", tmp_path)
     plan = small_plan()
     config_dir = write_config(tmp_path, plan)
-    crafted = dict(plan, label="../../../escape")
+    crafted = seal(dict(plan, label="../../../escape"))
     (config_dir / PLAN_FILE).write_text(json.dumps(crafted))
     with pytest.raises(CorruptFileError, match="label"):
         read_plan(config_dir)

@@ -1,4 +1,9 @@
-"""Checkpoints of base classifiers: plain tensors and JSON-like metadata, loadable with weights_only=True."""
+"""Checkpoints of base classifiers: plain tensors and JSON-like metadata, loadable with weights_only=True.
+
+A trained model's ``best.pt`` holds its weights and what certification reads (architecture, config, metrics,
+num_classes, speakers, epoch, code_version); ``last.pt`` adds the optimizer, LR scheduler and RNG states that
+resuming training needs (audiocert.train). :func:`load_checkpoint` reads either.
+"""
 
 from __future__ import annotations
 

@@ -3,6 +3,9 @@
     audiocert train dataset=synthetic10 model=rescnn_small
     audiocert certify -m representation=mfbe,magspec smoothing.sigma=0.05,0.25
     audiocert status runs/sweeps/NAME
+
+The Hydra configs ship inside the package (audiocert.conf, which is conf/ of a checkout); your own configs come in
+with Hydra's ``--config-dir DIR``, or ``AUDIOCERT_CONF=DIR`` as its default (see :func:`locate_configs`).
 """
 
 from __future__ import annotations
@@ -16,12 +19,17 @@ import tempfile
 from collections.abc import Callable
 from pathlib import Path
 
-CONF_DIR = Path(os.environ.get("AUDIOCERT_CONF", Path(__file__).resolve().parents[2] / "conf"))
+# The configs: conf/ of the source tree, installed as this package (pyproject.toml), so a wheel carries them and an
+# editable install reads conf/ itself. A user's own configs come in through Hydra's --config-dir DIR, searched after
+# the packaged ones; AUDIOCERT_CONF=DIR is the default of --config-dir (a command-line --config-dir replaces it).
+CONF_PACKAGE = "audiocert.conf"
+CONF_ENV = "AUDIOCERT_CONF"
 
 SUBCOMMANDS: dict[str, str] = {
     "corpus": "generate the synthetic speaker corpus of a dataset config (LibriSpeech layout, FLAC)",
     "train": "train a base classifier (Hydra overrides: dataset=, model=, train.augment.stage=...)",
     "certify": "plan, shard and run Monte-Carlo certification; sweep with -m; reduce when done",
+    "attack": "attack the smoothed classifier (and f) on the certified points; sweep with -m (conf/attack/)",
     "reduce": "reduce a config directory (or every config of a sweep directory) by hand",
     "status": "shards done / total, samples/s, ETA and failed shards of a sweep directory",
     "report": "Markdown report with tables and figures from a sweep directory",
@@ -33,7 +41,8 @@ SUBCOMMANDS: dict[str, str] = {
 
 def hydra_app(config_name: str, task: Callable, after: Callable[[Path], None] | None = None
               ) -> Callable[[list[str]], None]:
-    """Run ``task(cfg)`` as a Hydra app on conf/<config_name>.yaml with the given overrides, then ``after(record)``.
+    """Run ``task(cfg)`` as a Hydra app on the packaged <config_name>.yaml (plus ``--config-dir DIR``, or
+    $AUDIOCERT_CONF) with the given overrides, then ``after(record)``.
 
     Hydra exits non-zero itself when a job fails; ``after`` runs outside Hydra, so its errors fail the command.
     ``record``: the file where the app's ``finalize`` callback (launch.FinalizeSweep) wrote the jobs' results.
@@ -42,20 +51,105 @@ def hydra_app(config_name: str, task: Callable, after: Callable[[Path], None] | 
     def run(argv: list[str]) -> None:
         import hydra
 
-        if not (CONF_DIR / f"{config_name}.yaml").is_file():
-            raise SystemExit(f"audiocert: config directory {CONF_DIR} has no {config_name}.yaml "
-                             "(set AUDIOCERT_CONF to the project's conf/ directory)")
-        main = hydra.main(version_base="1.3", config_path=str(CONF_DIR), config_name=config_name)(task)
+        argv, user_dir = locate_configs(config_name, argv)
+
+        def checked_task(cfg):  # every interpolation resolved (names that become paths checked) before any work
+            from omegaconf import OmegaConf
+
+            OmegaConf.to_container(cfg, resolve=True)
+            return task(cfg)
+
+        checked_task.__name__ = checked_task.__qualname__ = task.__name__  # Hydra names the job after the task
+        main = hydra.main(version_base="1.3", config_path=f"pkg://{CONF_PACKAGE}", config_name=config_name)(
+            checked_task)
         informational = any(a in ("--cfg", "-c", "--help", "-h", "--info", "-i") for a in argv)
         with tempfile.TemporaryDirectory(prefix="audiocert-") as scratch:
             record = Path(scratch) / "planned.json"
             extra = [f"hydra.callbacks.finalize.record={record}"] if after is not None and not informational else []
             sys.argv = [f"audiocert-{config_name}", *argv, *extra]
-            main()
+            try:
+                main()
+            except SystemExit as stop:
+                if stop.code and (hint := missing_config_hint(argv, user_dir)):
+                    print(hint, file=sys.stderr)
+                raise
             if extra:
                 after(record)
 
     return run
+
+
+def packaged_conf_dir() -> Path | None:
+    """The directory of the packaged configs (``<site-packages>/audiocert/conf``, or conf/ of the checkout under an
+    editable install); None when this installation lacks them."""
+    import importlib.util
+
+    try:
+        spec = importlib.util.find_spec(CONF_PACKAGE)
+    except ImportError:
+        return None
+    locations = list(spec.submodule_search_locations or []) if spec is not None else []
+    return Path(locations[0]) if locations else None
+
+
+def locate_configs(config_name: str, argv: list[str]) -> tuple[list[str], Path | None]:
+    """Check where the configs of ``audiocert <config_name>`` come from. Returns ``argv`` (plus ``--config-dir
+    $AUDIOCERT_CONF`` when that is set and the command line has no ``--config-dir``) and the user config directory.
+
+    Refused, saying what to do: packaged configs without <config_name>.yaml (a broken install), a user config
+    directory that does not exist, and user files named like packaged ones (Hydra searches the user directory after
+    the packaged configs, so it would silently use the packaged file).
+    """
+    packaged = packaged_conf_dir()
+    if packaged is None or not (packaged / f"{config_name}.yaml").is_file():
+        raise SystemExit(f"audiocert: the packaged configs ({CONF_PACKAGE}, {packaged or 'not importable'}) have no "
+                         f"{config_name}.yaml: this installation of audiocert is incomplete; reinstall it "
+                         "(pip install --force-reinstall audiocert, or pip install -e . in a checkout: make venv)")
+    given, origin = None, "--config-dir"
+    for flag, value in zip(argv, [*argv[1:], None], strict=False):  # as Hydra's argparse: the last one counts
+        if flag.startswith(("--config-dir=", "-cd=")):
+            given = flag.partition("=")[2]
+        elif flag in ("--config-dir", "-cd") and value is not None:
+            given = value
+    if given is None and os.environ.get(CONF_ENV):
+        given, origin = os.path.abspath(os.path.expanduser(os.environ[CONF_ENV])), CONF_ENV
+        argv = ["--config-dir", given, *argv]
+    if given is None:
+        return argv, None
+    user = Path(given).resolve()
+    if not user.is_dir():
+        raise SystemExit(f"audiocert: config directory {given} ({origin}) does not exist; it holds your own configs "
+                         "laid out like the packaged ones, e.g. DIR/launcher/mysite.yaml for launcher=mysite")
+    if user == packaged.resolve():
+        return argv, user
+    shadowed = sorted(str(path) for path in (f.relative_to(user) for f in user.rglob("*.yaml"))
+                      if (packaged / path).is_file())
+    if shadowed:
+        raise SystemExit(f"audiocert: {len(shadowed)} config(s) in {given} ({origin}) have the name of a packaged "
+                         f"config, which Hydra uses instead: {', '.join(shadowed[:5])}{' ...' * (len(shadowed) > 5)}. "
+                         "Give each another name, e.g. launcher/mysite.yaml starting with `defaults: [slurm, _self_]`, "
+                         "and select it with launcher=mysite")
+    return argv, user
+
+
+def missing_config_hint(argv: list[str], user: Path | None) -> str | None:
+    """After Hydra failed: how to add the configs that ``group=option`` overrides name but no config directory holds
+    (Hydra's own message lists the options there are, not how to add one)."""
+    import re
+
+    packaged = packaged_conf_dir()
+    missing = []
+    for arg in argv:
+        match = re.fullmatch(r"\+{0,2}([A-Za-z_]\w*(?:/\w+)*)=([\w.-]+(?:,[\w.-]+)*)", arg)
+        if packaged is None or match is None or not (packaged / match[1]).is_dir():
+            continue
+        missing += [f"{match[1]}/{option}" for option in match[2].split(",") if option != "null"
+                    and not any((d / match[1] / f"{option}.yaml").is_file() for d in (packaged, user) if d)]
+    if not missing:
+        return None
+    return (f"audiocert: no config {', '.join(missing)} (packaged configs: {packaged}"
+            f"{f'; yours: {user}' if user else ''}). To add one, write DIR/{missing[0]}.yaml (to extend a packaged "
+            f"option, start it with `defaults: [OPTION, _self_]`) and pass --config-dir DIR, or set {CONF_ENV}=DIR")
 
 
 def task_corpus(cfg) -> None:
@@ -72,8 +166,14 @@ def task_train(cfg) -> None:
 
     ensure_dataset(cfg.dataset)
     metrics = run_training(cfg, cfg.output_dir)
+    position = metrics.get("position") or {}
+    stopped = ""
+    if metrics.get("stopped_by_budget"):
+        where = (f"batch {position['step'] + 1} of epoch {position['epoch'] + 1}" if position.get("step")
+                 else f"epoch {position.get('epoch', 0) + 1}")
+        stopped = f", stopped by the time budget before {where}"
     print(f"clean test accuracy {metrics['clean_test_accuracy']:.4f} after {metrics['epochs_run']} epoch(s) "
-          f"({metrics['train_seconds']:.0f} s); checkpoint {metrics['checkpoint']}")
+          f"({metrics['train_seconds']:.0f} s{stopped}); checkpoint {metrics['checkpoint']}")
 
 
 def task_certify(cfg) -> dict:
@@ -82,25 +182,52 @@ def task_certify(cfg) -> dict:
     return plan_config(cfg)  # collected by launch.FinalizeSweep: nothing runs before every config is planned
 
 
-def finish_certify(record: Path) -> None:
-    """Run, submit or reduce what the Hydra jobs planned (``record``, written by launch.FinalizeSweep); exit 1
-    naming every config that was not certified."""
-    from audiocert.launch import finish_sweep, report_outcomes
+def task_attack(cfg) -> dict:
+    from audiocert.launch import plan_config
 
-    planned = json.loads(record.read_text()) if record.is_file() else []
-    if not planned:
-        raise SystemExit("audiocert certify: no config was planned (see the errors above)")
-    results = finish_sweep(planned)
-    sweep_dirs = sorted({entry["sweep_dir"] for entry in planned})
-    if not report_outcomes(results, sweep_dirs[0]):
-        failed = [r["label"] for r in results if "summary" not in r and not r.get("submitted")]
-        raise SystemExit(f"audiocert certify: {len(failed)} of {len(results)} config(s) not certified: "
-                         f"{', '.join(failed)}; the shard logs named above say why; fix it and rerun the same "
-                         "command to resume (finished shards are kept)")
+    return plan_config(cfg, "attack")
+
+
+def finisher(command: str) -> Callable[[Path], None]:
+    """Run, submit or reduce what the Hydra jobs of ``command`` planned (``record``, written by
+    launch.FinalizeSweep); exit 1 naming every config that was not completed."""
+
+    def finish(record: Path) -> None:
+        from audiocert.launch import finish_sweep, report_outcomes
+
+        planned = json.loads(record.read_text()) if record.is_file() else []
+        if not planned:
+            raise SystemExit(f"audiocert {command}: no config was planned (see the errors above)")
+        results = finish_sweep(planned)
+        sweep_dirs = sorted({entry["sweep_dir"] for entry in planned})
+        if not report_outcomes(results, sweep_dirs[0]):
+            failed = [r["label"] for r in results if "summary" not in r and not r.get("submitted")]
+            done = "certified" if command == "certify" else "completed"
+            raise SystemExit(f"audiocert {command}: {len(failed)} of {len(results)} config(s) not {done}: "
+                             f"{', '.join(failed)}; the shard logs named above say why; fix it and rerun the same "
+                             "command to resume (finished shards are kept)")
+
+    return finish
+
+
+# What a damaged or missing file, or a bad value, raises: said in one line (it names the file and the fix), no
+# traceback. Anything else is a bug and keeps its traceback.
+EXPECTED_ERRORS: tuple[type[BaseException], ...] = (OSError, ValueError, KeyError, RuntimeError)
+
+
+def one_line_errors(command: str, run: Callable[[list[str]], None]) -> Callable[[list[str]], None]:
+    def wrapped(argv: list[str]) -> None:
+        try:
+            run(argv)
+        except EXPECTED_ERRORS as error:
+            text = " ".join(str(error).split()) if not isinstance(error, KeyError) else f"missing entry {error}"
+            raise SystemExit(f"audiocert {command}: {text}") from None
+
+    return wrapped
 
 
 def cmd_reduce(argv: list[str]) -> None:
-    from audiocert.launch import finalize_config
+    from audiocert.launch import finalize_config, outcome_line
     from audiocert.shards import IncompleteSweepError
     from audiocert.status import config_dirs
 
@@ -112,13 +239,23 @@ def cmd_reduce(argv: list[str]) -> None:
     failed = 0
     for config_dir in config_dirs(args.directory):
         try:
-            s = finalize_config(config_dir, {"mode": args.wandb}, config_dir.parent.name)
-            print(f"{config_dir}: {s['num_points']} points, smoothed accuracy {s['smoothed_accuracy']:.3f}")
+            s = finalize_config(config_dir, {"mode": args.wandb}, sweep_name_of(config_dir))
+            print(f"{config_dir}: {outcome_line(s)}")
         except IncompleteSweepError as error:
             failed += 1
             print(error, file=sys.stderr)
     if failed:
         raise SystemExit(1)
+
+
+def sweep_name_of(config_dir: Path) -> str:
+    """The sweep (W&B group) a config directory belongs to: its parent, or its certification's parent."""
+    from audiocert.shards import read_plan
+
+    try:
+        return str(read_plan(config_dir)["config"]["sweep"]["name"])
+    except (OSError, ValueError, KeyError, TypeError):
+        return config_dir.parent.name
 
 
 def cmd_status(argv: list[str]) -> None:
@@ -171,10 +308,11 @@ def task_examples(cfg) -> None:
 COMMANDS: dict[str, Callable[[list[str]], None]] = {
     "corpus": hydra_app("corpus", task_corpus),
     "train": hydra_app("train", task_train),
-    "certify": hydra_app("certify", task_certify, finish_certify),
-    "reduce": cmd_reduce,
-    "status": cmd_status,
-    "report": cmd_report,
+    "certify": hydra_app("certify", task_certify, finisher("certify")),
+    "attack": hydra_app("attack", task_attack, finisher("attack")),
+    "reduce": one_line_errors("reduce", cmd_reduce),
+    "status": one_line_errors("status", cmd_status),
+    "report": one_line_errors("report", cmd_report),
     "stats": hydra_app("stats", task_stats),
     "examples": hydra_app("examples", task_examples),
     "radius-table": cmd_radius_table,
@@ -187,7 +325,8 @@ def usage() -> str:
              "Certified robustness of audio classifiers with Gaussian randomized smoothing.", "", "subcommands:"]
     lines += [f"  {name:<{width}}  {text}" for name, text in SUBCOMMANDS.items()]
     lines += ["", "Hydra subcommands take overrides (key=value, -m for sweeps, --cfg job to print the config);",
-              "the others take --help."]
+              "the others take --help. Your own configs: --config-dir DIR (or AUDIOCERT_CONF=DIR), e.g.",
+              "DIR/launcher/mysite.yaml for launcher=mysite."]
     return "\n".join(lines)
 
 

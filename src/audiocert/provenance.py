@@ -10,7 +10,7 @@ import os
 import re
 import subprocess
 import tempfile
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 from typing import Any
@@ -123,8 +123,74 @@ def atomic_write_text(path: str | Path, text: str) -> Path:
     return atomic_write_bytes(path, text.encode())
 
 
-def atomic_write_json(path: str | Path, payload: Any) -> Path:
-    return atomic_write_text(path, json.dumps(payload, indent=2, sort_keys=True, default=str) + "\n")
+def atomic_write_json(path: str | Path, payload: Any, compact: bool = False) -> Path:
+    """Write ``payload`` as JSON atomically: indented for files people read, ``compact`` for the many small
+    result files a sweep writes (a shard's counts on one line: a pretty-printed count per line cost 1.4 GB a
+    config at 921 speakers)."""
+    text = (json.dumps(payload, sort_keys=True, separators=(",", ":"), default=str) if compact
+            else json.dumps(payload, indent=2, sort_keys=True, default=str))
+    return atomic_write_text(path, text + "\n")
+
+
+# Every file a sweep reads back (plan, rounds, shard results) carries the SHA-256 of its own content under this
+# key, so a file damaged on disk or edited by hand is refused before anything it says is trusted.
+SEAL_KEY = "content_sha256"
+
+
+def content_digest(payload: Mapping[str, Any]) -> str:
+    """SHA-256 of ``payload`` without its seal, as canonical JSON (sorted keys, no spaces).
+
+    JSON round-trips the values exactly (floats by their shortest repr), so a parsed file hashes as it was written.
+    """
+    body = {k: v for k, v in payload.items() if k != SEAL_KEY}
+    return hashlib.sha256(json.dumps(body, sort_keys=True, separators=(",", ":"), default=str).encode()).hexdigest()
+
+
+def seal(payload: Mapping[str, Any]) -> dict[str, Any]:
+    """``payload`` with its content digest under :data:`SEAL_KEY`."""
+    return {**payload, SEAL_KEY: content_digest(payload)}
+
+
+def sealed_json_bytes(payload: Mapping[str, Any]) -> bytes:
+    """``payload`` as one line of JSON whose first member is its seal, followed by the canonical text the seal is
+    the digest of: a reader checks the seal by hashing those bytes (:func:`check_sealed_bytes`), with no second
+    serialisation (0.2 ms a file, 40% of validating a shard)."""
+    body = json.dumps({k: v for k, v in payload.items() if k != SEAL_KEY}, sort_keys=True, separators=(",", ":"),
+                      default=str).encode()
+    digest = hashlib.sha256(body).hexdigest()
+    return b'{"' + SEAL_KEY.encode() + b'":"' + digest.encode() + b'",' + body[1:] + b"\n"
+
+
+_SEAL_PREFIX = b'{"' + SEAL_KEY.encode() + b'":"'
+
+
+def check_sealed_bytes(data: bytes) -> str:
+    """'' when ``data`` (a file written by :func:`sealed_json_bytes`) matches its seal, 'unknown' when it is not in
+    that layout (check the parsed dict with :func:`seal_problem` instead), else why not."""
+    start = len(_SEAL_PREFIX)
+    if not data.startswith(_SEAL_PREFIX) or data[start + 64 : start + 66] != b'",':
+        return "unknown"
+    body = b"{" + data[start + 66 :].rstrip(b"\n")
+    if hashlib.sha256(body).hexdigest().encode() != data[start : start + 64]:
+        return f"its content does not match its {SEAL_KEY} (edited by hand or damaged on disk)"
+    return ""
+
+
+def atomic_write_sealed(path: str | Path, payload: Mapping[str, Any]) -> Path:
+    """Write ``payload`` sealed, on one line (see :func:`sealed_json_bytes`), atomically."""
+    return atomic_write_bytes(path, sealed_json_bytes(payload))
+
+
+def seal_problem(payload: Any) -> str:
+    """'' when ``payload`` is a dict whose seal matches its content, else why not (for error messages)."""
+    if not isinstance(payload, dict):
+        return f"not a JSON object but {type(payload).__name__}"
+    recorded = payload.get(SEAL_KEY)
+    if not isinstance(recorded, str):
+        return f"it carries no {SEAL_KEY} (written by older code, or damaged)"
+    if recorded != content_digest(payload):
+        return f"its content does not match its {SEAL_KEY} (edited by hand or damaged on disk)"
+    return ""
 
 
 class CorruptFileError(ValueError):
@@ -154,11 +220,13 @@ def check_safe_name(value: Any, field: str) -> str:
 
 
 def register_resolvers() -> None:
-    """``${safe_name:...}`` in conf/: a name is checked while Hydra composes, before it creates any directory."""
+    """``${safe_name:VALUE,FIELD}`` in conf/: a name that becomes part of a path is checked while Hydra composes,
+    before it creates any directory, for every command (the error names FIELD)."""
     from omegaconf import OmegaConf
 
     if not OmegaConf.has_resolver("safe_name"):
-        OmegaConf.register_new_resolver("safe_name", lambda value: check_safe_name(value, "sweep.name"))
+        OmegaConf.register_new_resolver("safe_name",
+                                        lambda value, field="sweep.name": check_safe_name(value, str(field)))
 
 
 def inside(path: str | Path, root: str | Path) -> Path:

@@ -19,7 +19,7 @@ import numpy as np
 
 from audiocert.algorithms import make_algorithm
 from audiocert.provenance import atomic_write_json, atomic_write_text, code_version
-from audiocert.shards import IncompleteSweepError, inventory, merge_counts, read_plan, settled
+from audiocert.shards import IncompleteSweepError, ShardInventory, inventory, kind_of, read_plan, settled
 from audiocert.stages import stage as stage_entry
 from audiocert.statistics import (
     ABSTAIN,
@@ -53,28 +53,36 @@ def radius_grid(max_radius: float, points: int = 200) -> np.ndarray:
     return grid
 
 
-def reduce_config(config_dir: str | Path) -> dict[str, Any]:
-    """Finalise one config: certificates.tsv, predictions.tsv, curve.csv, summary.json, provenance.json."""
+def reduce_config(config_dir: str | Path, found: ShardInventory | None = None) -> dict[str, Any]:
+    """Finalise one config: certificates.tsv, predictions.tsv, curve.csv, summary.json, provenance.json.
+
+    ``found``: the config's inventory with merged counts, when the caller has just taken it (each shard file is
+    then read once per command)."""
     config_dir = Path(config_dir)
     plan = read_plan(config_dir)
-    found = inventory(config_dir, plan)
+    if kind_of(plan).name != "certify":  # attacks, perceptibility: their own reducers
+        return kind_of(plan).reduce(config_dir, found)
+    if found is None or found.merged is None:
+        found = inventory(config_dir, plan, merge=True)
     if not found.complete:
         raise IncompleteSweepError(found.problems(config_dir))
-    merged = merge_counts(plan, found.records)
+    merged = found.merged
     if not settled(plan, merged):
         raise IncompleteSweepError(f"{config_dir}: cannot finalise: some points still need another round of "
                                    "samples; rerun the `audiocert certify` command of this sweep to run it")
     q = plan["quantities"]
     sigma, alpha, stage = float(q["sigma"]), float(q["alpha"]), q["stage"]
     algorithm = make_algorithm(q)
+    # All points at once (the same numbers as algorithm.certify / predict point by point).
+    certified_class, certified_radius, lower = algorithm.certify_many(merged["selection"], merged["estimation"])
+    predicted_class = algorithm.predict_many(merged["estimation"])
     rows, predictions = [], []
     for position, dataset_index in enumerate(plan["examples"]):
-        label = int(merged["labels"][position])
-        predict, radius, p_lower = algorithm.certify(merged["selection"][position], merged["estimation"][position])
-        rows.append({"idx": dataset_index, "label": label, "predict": predict, "radius": radius,
-                     "correct": predict == label, "time": float(merged["seconds"][position]),
-                     "p_lower": p_lower})
-        predicted = algorithm.predict(merged["estimation"][position])
+        label, predict, predicted = (int(merged["labels"][position]), int(certified_class[position]),
+                                     int(predicted_class[position]))
+        rows.append({"idx": dataset_index, "label": label, "predict": predict,
+                     "radius": float(certified_radius[position]), "correct": predict == label,
+                     "time": float(merged["seconds"][position]), "p_lower": float(lower[position])})
         predictions.append((dataset_index, label, predicted, int(predicted == label)))
     radii = np.array([r["radius"] for r in rows])
     correct = np.array([r["correct"] for r in rows])

@@ -14,7 +14,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 import numpy as np
-from scipy.stats import beta, binomtest, norm
+from scipy.stats import beta, binom, binomtest, norm
 
 ABSTAIN = -1
 # The radii the report's tables ask about ("is R >= r?"), in the units of the smoothing stage.
@@ -31,9 +31,26 @@ def lower_confidence_bound(k: int, n: int, alpha: float) -> float:
     check_alpha(alpha)
     if not 0 <= k <= n or n < 1:
         raise ValueError(f"need 0 <= k <= n and n >= 1, got k={k}, n={n}")
-    if k == 0:
-        return 0.0
-    return float(beta.ppf(alpha, k, n - k + 1))
+    return float(lower_confidence_bounds(np.array([k]), np.array([n]), alpha)[0])
+
+
+def lower_confidence_bounds(k: np.ndarray, n: np.ndarray, alpha: float | np.ndarray) -> np.ndarray:
+    """:func:`lower_confidence_bound` elementwise (the same Beta quantile, so the same numbers), for a config's
+    points at once: a per-point scipy call costs ~0.2 ms, 6 s over the 27,630 points of a 921-speaker config.
+    0 where k = 0. The caller checks the arguments (0 <= k <= n, n >= 1, alpha in (0, 1/2))."""
+    k, n = np.asarray(k, dtype=np.int64), np.asarray(n, dtype=np.int64)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        bound = beta.ppf(alpha, np.maximum(k, 1), n - k + 1)
+    return np.where(k == 0, 0.0, bound).astype(float)
+
+
+def upper_confidence_bounds(k: np.ndarray, n: np.ndarray, alpha: float | np.ndarray) -> np.ndarray:
+    """One-sided (1 - alpha) Clopper-Pearson upper bounds, elementwise: Beta(1 - alpha; k + 1, n - k), 1 where
+    k = n."""
+    k, n = np.asarray(k, dtype=np.int64), np.asarray(n, dtype=np.int64)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        bound = beta.ppf(1.0 - np.asarray(alpha, dtype=float), k + 1, np.maximum(n - k, 1))
+    return np.where(k == n, 1.0, bound).astype(float)
 
 
 def radius_from_lower_bound(p_lower: float, sigma: float) -> float:
@@ -92,6 +109,21 @@ def predict_p_value(c1: int, c2: int) -> float:
     return float(binomtest(int(c1), int(c1 + c2), 0.5).pvalue)
 
 
+def predict_p_values(c1: np.ndarray, c2: np.ndarray, alpha: float | np.ndarray | None = None) -> np.ndarray:
+    """:func:`predict_p_value` elementwise. At p = 1/2 the binomial is symmetric, so binomtest's two-sided p-value
+    (the mass of every outcome no likelier than the one observed) is min(1, 2 P(X <= min(c1, c2))). Where a
+    p-value lies within a relative 1e-9 of ``alpha`` (the decision PREDICT takes), binomtest itself gives it, so
+    decisions are exactly those of binomtest whatever the floating-point path."""
+    c1, c2 = np.asarray(c1, dtype=np.int64), np.asarray(c2, dtype=np.int64)
+    n = c1 + c2
+    values = np.where(n == 0, 1.0, np.minimum(1.0, 2.0 * binom.cdf(np.minimum(c1, c2), np.maximum(n, 1), 0.5)))
+    if alpha is not None:
+        alpha = np.broadcast_to(np.asarray(alpha, dtype=float), values.shape)
+        for i in np.flatnonzero(np.abs(values - alpha) <= 1e-9 * alpha):
+            values.flat[i] = predict_p_value(int(c1.flat[i]), int(c2.flat[i]))
+    return values
+
+
 def predict_from_counts(counts: Sequence[int] | np.ndarray, alpha: float) -> int:
     """PREDICT on a class-count vector -> the top class, or ABSTAIN when it is not significantly ahead."""
     check_alpha(alpha)
@@ -99,6 +131,49 @@ def predict_from_counts(counts: Sequence[int] | np.ndarray, alpha: float) -> int
     order = np.argsort(-counts, kind="stable")
     c1, c2 = int(counts[order[0]]), int(counts[order[1]]) if counts.size > 1 else 0
     return int(order[0]) if predict_p_value(c1, c2) <= alpha else ABSTAIN
+
+
+def top_two(counts: np.ndarray, chunk: int = 4096) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Per row of a (P, C) count table: the top class (the lowest index on ties, as numpy's argmax and a stable
+    sort), its count, and the runner-up's count (the second largest count, equal to the top's on a tie).
+
+    Done in chunks of rows, so a 27,630 x 921 table needs no full-size temporary.
+    """
+    counts = np.asarray(counts)
+    top = np.empty(counts.shape[0], dtype=np.int64)
+    c1 = np.empty(counts.shape[0], dtype=np.int64)
+    c2 = np.zeros(counts.shape[0], dtype=np.int64)
+    for lo in range(0, counts.shape[0], chunk):
+        block = counts[lo : lo + chunk]
+        top[lo : lo + chunk] = block.argmax(axis=1)
+        c1[lo : lo + chunk] = block.max(axis=1)
+        if block.shape[1] > 1:
+            c2[lo : lo + chunk] = np.partition(block, block.shape[1] - 2, axis=1)[:, -2]
+    return top, c1, c2
+
+
+def predict_many(counts: np.ndarray, alpha: float | np.ndarray) -> np.ndarray:
+    """:func:`predict_from_counts` for every row of a (P, C) count table (alpha per row or one for all)."""
+    top, c1, c2 = top_two(counts)
+    alpha = np.broadcast_to(np.asarray(alpha, dtype=float), top.shape)
+    return np.where(predict_p_values(c1, c2, alpha) <= alpha, top, ABSTAIN)
+
+
+def certify_many(selection: np.ndarray, estimation: np.ndarray, alpha: float | np.ndarray,
+                 sigma: float) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """:func:`certify_from_counts` for every row of (P, C) selection and estimation tables: (predictions or
+    ABSTAIN, radii, pA_lower), the same numbers as row by row."""
+    selection, estimation = np.asarray(selection), np.asarray(estimation)
+    if selection.shape != estimation.shape or selection.ndim != 2:
+        raise ValueError(f"count tables must be 2-D and alike, got {selection.shape} and {estimation.shape}")
+    if sigma <= 0:
+        raise ValueError(f"sigma={sigma} must be positive")
+    top = selection.argmax(axis=1)
+    k = estimation[np.arange(top.size), top]
+    p_lower = lower_confidence_bounds(k, estimation.sum(axis=1), alpha)
+    certified = p_lower >= 0.5
+    radius = np.where(certified, sigma * norm.ppf(np.where(certified, p_lower, 0.5)), 0.0)
+    return np.where(certified, top, ABSTAIN), radius, p_lower
 
 
 def certified_accuracy(

@@ -8,17 +8,62 @@ whose processes are gone is "stopped", with no ETA: rerunning the command resume
 
 from __future__ import annotations
 
+import json
 import os
 import socket
 import subprocess
 import time
+from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
+from audiocert.progress import progress
 from audiocert.provenance import CorruptFileError, read_json
 from audiocert.shards import PLAN_FILE, inventory, read_plan
 
 JOBS_FILE = "jobs.json"
+# A shard worker prints this marker and a JSON object when a shard fails for good, to its log as well as to
+# failures/: when the disk is full the record cannot be written, and the log line is where the cause is found.
+FAILURE_MARK = "AUDIOCERT-SHARD-FAILED"
+
+
+def failure_line(failure: Mapping[str, Any]) -> str:
+    return f"{FAILURE_MARK} {json.dumps(dict(failure), default=str)}"
+
+
+def failures_in_logs(paths: Iterable[str | Path], config_dir: str | Path | None = None,
+                     tail_bytes: int = 1 << 20) -> list[dict[str, Any]]:
+    """The shard failures marked in these job logs (their last ``tail_bytes``), of ``config_dir`` when given.
+
+    A log's .out and .err twins are both read (submitit writes one of each per job)."""
+    found, seen = [], set()
+    for path in paths:
+        path = Path(path)
+        for twin in {path, path.with_suffix(".out"), path.with_suffix(".err")}:
+            if twin in seen or not twin.is_file():
+                continue
+            seen.add(twin)
+            try:
+                with open(twin, "rb") as handle:
+                    handle.seek(max(0, twin.stat().st_size - tail_bytes))
+                    text = handle.read().decode(errors="replace")
+            except OSError:
+                continue
+            for line in text.splitlines():
+                if FAILURE_MARK not in line:
+                    continue
+                try:
+                    failure = json.loads(line.split(FAILURE_MARK, 1)[1])
+                except ValueError:
+                    continue
+                if isinstance(failure, dict) and (config_dir is None or
+                                                  str(failure.get("config_dir")) == str(config_dir)):
+                    failure.setdefault("log", str(twin))
+                    if failure.get("log") is None:
+                        failure["log"] = str(twin)
+                    found.append(failure)
+    unique = {(f.get("shard"), f.get("error")): f for f in found}
+    return list(unique.values())
 
 
 def config_dirs(directory: str | Path) -> list[Path]:
@@ -28,7 +73,9 @@ def config_dirs(directory: str | Path) -> list[Path]:
         return [directory]
     if not directory.is_dir():
         raise FileNotFoundError(f"{directory} does not exist: pass a sweep directory such as runs/sweeps/NAME")
-    found = sorted(p.parent for p in directory.glob(f"*/{PLAN_FILE}"))
+    # Certification configs, and the configs of other kinds inside them (attack-*/, perceptibility-*/).
+    found = sorted(p.parent for pattern in (f"*/{PLAN_FILE}", f"*/*-*/{PLAN_FILE}") for p in directory.glob(pattern)
+                   if p.parent.parent.name != "previous")
     if not found:
         raise FileNotFoundError(f"{directory} holds no config directories (no */{PLAN_FILE}): is it a sweep?")
     return found
@@ -49,21 +96,64 @@ def process_start_time(pid: int) -> float | None:
         return 0.0 if not Path("/proc").is_dir() else None
 
 
-def activity(config_dir: Path) -> str:
-    """'alive', 'gone' or 'unknown' for the processes or SLURM jobs that jobs.json says work on this config."""
+class QueueView:
+    """The states of a sweep's SLURM jobs from one squeue call (pending or running; absent = ended)."""
+
+    def __init__(self, job_ids: Iterable[str]) -> None:
+        self.states: dict[str, str] = {}
+        self.ok = True
+        ids = sorted({str(j) for j in job_ids if j})
+        if not ids:
+            return
+        try:
+            out = subprocess.run(["squeue", "-h", "-r", "-o", "%i %T", "-j", ",".join(ids)], capture_output=True,
+                                 text=True, timeout=60)
+        except (OSError, subprocess.SubprocessError):
+            self.ok = False
+            return
+        if out.returncode != 0 and "Invalid job id" not in out.stderr:
+            self.ok = False
+            return
+        for line in out.stdout.splitlines():
+            job, _, state = line.strip().partition(" ")
+            if job:
+                self.states[job] = state.strip()
+
+    def alive(self, job_ids: Iterable[str]) -> bool:
+        """Whether any of these jobs (whole arrays '123' or tasks '123_4') is queued or running."""
+        wanted = {str(j) for j in job_ids if j}
+        return any(job in wanted or job.split("_")[0] in wanted for job in self.states)
+
+
+def read_jobs_record(config_dir: Path) -> dict[str, Any] | None:
     path = config_dir / JOBS_FILE
     if not path.is_file():
-        return "gone"
+        return {}
     try:
         record = read_json(path)
     except CorruptFileError:
+        return None
+    return record if isinstance(record, dict) else None
+
+
+def slurm_job_ids(record: Mapping[str, Any]) -> list[str]:
+    return list(record.get("arrays", [])) + ([record["reducer"]] if record.get("reducer") else [])
+
+
+def activity(config_dir: Path, queue: QueueView | None = None) -> str:
+    """'alive', 'gone' or 'unknown' for the processes or SLURM jobs that jobs.json says work on this config."""
+    record = read_jobs_record(config_dir)
+    if record is None:
         return "unknown"
+    if not record:
+        return "gone"
     if record.get("executor") == "slurm":
-        jobs = list(record.get("arrays", [])) + ([record["reducer"]] if record.get("reducer") else [])
-        try:
-            return "alive" if slurm_jobs_alive(jobs) else "gone"
-        except (OSError, subprocess.SubprocessError):
+        queue = queue or QueueView(slurm_job_ids(record))
+        if not queue.ok:
             return "unknown"
+        return "alive" if queue.alive(slurm_job_ids(record)) else "gone"
+    if record.get("ended_at"):  # the command that ran its workers said it is done (even if it is still exiting)
+        return "gone"
     if record.get("host") != socket.gethostname():
         return "unknown"
     pid, start = record.get("parent_pid"), record.get("parent_start")
@@ -72,7 +162,38 @@ def activity(config_dir: Path) -> str:
     return "gone"
 
 
-def config_status(config_dir: Path) -> dict[str, Any]:
+def busy_span(records: Iterable[Mapping[str, Any]]) -> float:
+    """Seconds during which at least one shard of these records was computing (the union of their
+    [finished_at - elapsed_s, finished_at] intervals): wall time without the waits between rounds or for
+    workers busy with other configs."""
+    intervals = sorted((float(r["finished_at"]) - float(r["elapsed_s"]), float(r["finished_at"])) for r in records)
+    span, end = 0.0, -float("inf")
+    for lo, hi in intervals:
+        if hi <= end:
+            continue
+        span += hi - max(lo, end)
+        end = hi
+    return span
+
+
+def task_counts(record: Mapping[str, Any], queue: QueueView | None) -> dict[str, int] | None:
+    """SLURM array tasks of a config's last submission: pending, running and ended (None when not on SLURM)."""
+    if record.get("executor") != "slurm" or queue is None or not queue.ok:
+        return None
+    tasks = set(record.get("tasks") or {}) or set(record.get("shards", {}).values())
+    counts = {"pending": 0, "running": 0, "ended": 0}
+    for task in tasks:
+        state = queue.states.get(task) or queue.states.get(task.split("_")[0])
+        if state is None:
+            counts["ended"] += 1
+        elif state in ("PENDING", "CONFIGURING", "REQUEUED", "REQUEUE_HOLD", "SUSPENDED"):
+            counts["pending"] += 1
+        else:
+            counts["running"] += 1
+    return counts
+
+
+def config_status(config_dir: Path, queue: QueueView | None = None) -> dict[str, Any]:
     plan = read_plan(config_dir)
     found = inventory(config_dir, plan)
     records = list(found.records.values())
@@ -81,12 +202,14 @@ def config_status(config_dir: Path) -> dict[str, Any]:
     rounds = max(s.round for s in found.shards) + 1
     samples_done = sum(r["samples"] for r in records)
     busy = sum(r["elapsed_s"] for r in records)
-    if records:
-        first = min(r["finished_at"] - r["elapsed_s"] for r in records)
-        wall = max(max(r["finished_at"] for r in records) - first, 1e-9)
-    else:
-        wall = 0.0
-    rate = samples_done / wall if wall else 0.0
+    span = busy_span(records)
+    # Throughput from shard run times: per task (samples per second of shard computation) and for the config
+    # (samples per second while any of its shards computed). Never from first start to last finish, which
+    # counts waits between rounds and workers busy with other configs.
+    rate = samples_done / span if span else 0.0
+    jobs = read_jobs_record(config_dir) or {}
+    if queue is None and jobs.get("executor") == "slurm":
+        queue = QueueView(slurm_job_ids(jobs) + list(jobs.get("tasks") or {}))
     failures = []
     for path in sorted((config_dir / "failures").glob("*.json")):
         try:
@@ -95,22 +218,24 @@ def config_status(config_dir: Path) -> dict[str, Any]:
                 failures.append(failure)
         except (CorruptFileError, KeyError, TypeError):
             failures.append({"shard": path.stem, "error": f"unreadable failure record {path}", "log": None})
-    reduced = (config_dir / "certificates.tsv").is_file()
-    alive = "gone" if reduced else activity(config_dir)
+    recorded = {f.get("shard") for f in failures}
+    logs = dict(jobs.get("logs", {}))
+    if found.missing:  # a failure whose record could not be written (a full disk) is still in its job's log
+        failures += [f for f in failures_in_logs(logs.values(), config_dir)
+                     if f.get("shard") in found.missing and f.get("shard") not in recorded]
+    has_results = (config_dir / "certificates.tsv").is_file() and (config_dir / "summary.json").is_file()
+    reduced = has_results and found.complete
+    alive = "gone" if reduced else activity(config_dir, queue)
     eta = (samples_total - samples_done) / rate if alive == "alive" and rate and samples_done < samples_total else 0.0
-    logs = {}
-    if alive == "gone" and not reduced and (config_dir / JOBS_FILE).is_file():
-        try:
-            logs = dict(read_json(config_dir / JOBS_FILE).get("logs", {}))
-        except CorruptFileError:
-            pass
     return {
         "label": plan["label"], "config_dir": str(config_dir), "done": len(records), "total": total,
         "samples_done": samples_done, "samples_total": samples_total, "samples_per_s": rate,
-        "samples_per_busy_s": samples_done / busy if busy else 0.0, "eta_s": eta,
+        "samples_per_busy_s": samples_done / busy if busy else 0.0, "busy_span_s": span, "eta_s": eta,
         "failed": failures, "invalid": {str(k): v for k, v in found.invalid.items()},
         "duplicated": {str(k): [str(p) for p in v] for k, v in found.duplicated.items()},
-        "reduced": reduced, "activity": alive, "logs": logs, "rounds": rounds,
+        "reduced": reduced, "stale_results": has_results and not found.complete, "activity": alive,
+        "logs": logs if alive != "alive" and not reduced else {}, "rounds": rounds,
+        "tasks": task_counts(jobs, queue), "deferred": None,
     }
 
 
@@ -121,26 +246,65 @@ def format_duration(seconds: float) -> str:
     return f"{seconds // 60}m{seconds % 60:02d}s"
 
 
-def format_status(directory: str | Path) -> str:
-    rows = [config_status(d) for d in config_dirs(directory)]
+def sweep_status(directory: str | Path) -> list[dict[str, Any]]:
+    """config_status of every config of a sweep (or of one config directory), with one squeue call in all."""
+    dirs = config_dirs(directory)
+    job_ids: list[str] = []
+    for d in dirs:
+        record = read_jobs_record(d) or {}
+        if record.get("executor") == "slurm":
+            job_ids += slurm_job_ids(record) + list(record.get("tasks") or {})
+    queue = QueueView(job_ids) if job_ids else None
+    rows = [config_status(d, queue) for d in dirs]
+    waiting = deferred_configs(Path(directory))
+    for row in rows:
+        row["deferred"] = waiting.get(row["config_dir"])
+    return rows
+
+
+def deferred_configs(sweep_dir: Path) -> dict[str, str]:
+    """config_dir -> why it waits for submission (deferred.json of the sweep; see launch.submit_configs)."""
+    path = sweep_dir / "deferred.json"
+    try:
+        data = read_json(path) if path.is_file() else {}
+    except CorruptFileError:
+        return {}
+    waiting = data.get("configs", {}) if isinstance(data, dict) else {}
+    return {str(k): str(v) for k, v in waiting.items()} if isinstance(waiting, dict) else {}
+
+
+def state_of(r: Mapping[str, Any]) -> str:
+    """A config's state in words, for the status table."""
+    if r["reduced"]:
+        state = "reduced"
+    elif r["stale_results"]:
+        state = "DAMAGED: certificates.tsv is older than what the shard files say now (see below); rerun the command"
+    elif r["failed"]:
+        state = f"{len(r['failed'])} failed"
+    elif r["done"] == r["total"] and r["activity"] != "alive":
+        state = "planned shards done, not reduced (rerun the command: it plans the next round or reduces)"
+    elif r.get("deferred") and r["activity"] != "alive":
+        state = f"waiting for submission ({r['deferred']})"
+    else:
+        state = {"alive": "running", "gone": "stopped: no live process or job (rerun the command to resume)",
+                 "unknown": "running? (its jobs are on another host or the scheduler does not answer)"
+                 }[r["activity"]]
+    if r["rounds"] > 1 and not r["reduced"]:
+        state += f", round {r['rounds']}"  # a sequential config: the total grows with each round
+    if r.get("tasks") and not r["reduced"]:
+        t = r["tasks"]
+        state += f"; tasks {t['pending']} pending, {t['running']} running, {t['ended']} ended"
+    return state
+
+
+def format_status(directory: str | Path, rows: list[dict[str, Any]] | None = None) -> str:
+    rows = rows if rows is not None else sweep_status(directory)
     width = max(len(r["label"]) for r in rows)
-    lines = [f"{'config':<{width}}  {'shards':>11}  {'samples/s':>10}  {'ETA':>7}  state"]
+    lines = [f"{'config':<{width}}  {'shards':>11}  {'samples/s':>10}  {'per task':>9}  {'ETA':>7}  state"]
     for r in rows:
-        if r["reduced"]:
-            state = "reduced"
-        elif r["done"] == r["total"] and r["activity"] != "alive":
-            state = "planned shards done, not reduced (rerun the command: it plans the next round or reduces)"
-        elif r["failed"]:
-            state = f"{len(r['failed'])} failed"
-        else:
-            state = {"alive": "running", "gone": "stopped: no live process or job (rerun the command to resume)",
-                     "unknown": "running? (its jobs are on another host or the scheduler does not answer)"
-                     }[r["activity"]]
-        if r["rounds"] > 1 and not r["reduced"]:
-            state += f", round {r['rounds']}"  # a sequential config: the total grows with each round
         eta = format_duration(r["eta_s"]) if r["eta_s"] else "-"
         lines.append(f"{r['label']:<{width}}  {r['done']:>5}/{r['total']:<5}  {r['samples_per_s']:>10.1f}  "
-                     f"{eta:>7}  {state}")
+                     f"{r['samples_per_busy_s']:>9.1f}  {eta:>7}  {state_of(r)}")
         for failure in r["failed"]:
             lines.append(f"    shard {failure['shard']} failed: {failure['error']} (log: {failure['log']})")
         for path, why in r["invalid"].items():
@@ -153,15 +317,15 @@ def format_status(directory: str | Path) -> str:
     done = sum(r["done"] for r in rows)
     total = sum(r["total"] for r in rows)
     lines.append(f"{len(rows)} config(s), {done}/{total} shards done, "
-                 f"{sum(r['reduced'] for r in rows)} reduced")
+                 f"{sum(r['reduced'] for r in rows)} reduced. samples/s: while the config's shards computed "
+                 "(all workers); per task: one worker's rate")
     return "\n".join(lines)
 
 
 def print_status(directory: str | Path, watch: float = 0) -> None:
     while True:
-        text = format_status(directory)
-        print(text, flush=True)
-        rows = [config_status(d) for d in config_dirs(directory)]
+        rows = sweep_status(directory)
+        print(format_status(directory, rows), flush=True)
         if not watch or all(r["reduced"] or r["failed"] or r["activity"] != "alive" for r in rows):
             return
         time.sleep(watch)
@@ -172,32 +336,37 @@ def slurm_jobs_alive(job_ids: list[str]) -> bool:
     """Whether any of these SLURM jobs is still queued or running (squeue; sacct is not needed)."""
     if not job_ids:
         return False
-    out = subprocess.run(["squeue", "-h", "-o", "%i", "-j", ",".join(job_ids)], capture_output=True, text=True,
-                         timeout=60)
-    return bool(out.stdout.strip())
+    view = QueueView(job_ids)
+    if not view.ok:
+        raise subprocess.SubprocessError("squeue does not answer")
+    return view.alive(job_ids)
 
 
-def wait_for_configs(dirs: list[Path], poll_s: float = 2.0, timeout_s: float | None = None) -> bool:
-    """Block until every config is reduced, or until none of its SLURM jobs is left (True if all reduced)."""
-    from tqdm import tqdm
+def wait_for_configs(dirs: list[Path], poll_s: float = 2.0, timeout_s: float | None = None,
+                     on_poll: Callable[[], None] | None = None) -> bool:
+    """Block until every config is reduced, or until none of its SLURM jobs is left (True if all reduced).
 
+    ``on_poll`` runs at each look (launch: submit the configs that waited for room under the site limits)."""
     started = time.monotonic()
+
     def submitted_jobs() -> list[str]:
         jobs = []
         for d in dirs:
-            record = read_json(d / JOBS_FILE) if (d / JOBS_FILE).is_file() else {}
-            jobs += list(record.get("arrays", [])) + ([record["reducer"]] if record.get("reducer") else [])
+            jobs += slurm_job_ids(read_jobs_record(d) or {})
         return jobs
 
-    with tqdm(total=0, desc="shards done", dynamic_ncols=True) as bar:
+    with progress(total=0, desc="shards done", unit="shard") as bar:
         while True:
+            if on_poll is not None:
+                on_poll()
             rows = [config_status(d) for d in dirs]
             bar.total = sum(r["total"] for r in rows)  # grows when a sequential config plans another round
             bar.update(sum(r["done"] for r in rows) - bar.n)
             if all(r["reduced"] for r in rows):
                 return True
             jobs = submitted_jobs()
-            if not slurm_jobs_alive(jobs):
+            waiting = deferred_configs(dirs[0].parent) if dirs else {}
+            if not slurm_jobs_alive(jobs) and not any(str(d) in waiting for d in dirs):
                 time.sleep(poll_s)  # the reducer may have just written its files, or submitted the next round
                 if submitted_jobs() != jobs:
                     continue
@@ -208,8 +377,9 @@ def wait_for_configs(dirs: list[Path], poll_s: float = 2.0, timeout_s: float | N
 
 
 def failure_summary(config_dir: Path) -> str:
-    """What keeps a config from being certified, one indented line each: failed shards with their logs, invalid
-    or duplicated files, missing shards, and the job logs when no process is left."""
+    """What keeps a config from being certified, one indented line each: failed shards with their logs (from
+    failures/ or, when that could not be written, from the job logs), invalid or duplicated files, missing
+    shards, and the job logs when no process is left."""
     try:
         r = config_status(config_dir)
     except (OSError, ValueError) as error:

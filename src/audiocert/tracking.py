@@ -53,13 +53,16 @@ class ConfigRun:
 
         self.wandb, self.mode, self.config_dir = wandb, mode, Path(config_dir)
         self.plan = read_plan(self.config_dir)
-        wandb_dir = Path(logger_cfg.get("dir") or self.config_dir.parent)  # wandb adds its own wandb/ folder
+        self.kind = self.plan.get("kind", "certify")
+        # The sweep directory (an attack's config directory sits inside its certification's); wandb adds wandb/.
+        sweep_dir = (self.plan.get("config") or {}).get("sweep", {}).get("dir") or self.config_dir.parent
+        wandb_dir = Path(logger_cfg.get("dir") or sweep_dir)
         wandb_dir.mkdir(parents=True, exist_ok=True)
         os.environ.setdefault("WANDB_SILENT", "true")
         quantities = self.plan["quantities"]
         self.run = wandb.init(
             project=logger_cfg.get("project", "audiocert"), entity=logger_cfg.get("entity"), dir=str(wandb_dir),
-            mode=mode, group=sweep_name, job_type="certify", name=self.plan["label"],
+            mode=mode, group=sweep_name, job_type=self.kind, name=self.plan["label"],
             id=run_id(sweep_name, self.plan["config_hash"]), resume="allow", reinit="create_new",
             config=self.plan["config"] | {"config_hash": self.plan["config_hash"],
                                           "code_version": self.plan["code_version"]},
@@ -114,8 +117,21 @@ class ConfigRun:
                           "progress/wall_s": wall}, step=len(self.logged))
 
     def _log_results(self) -> None:
-        """The reduced config: curve table and line plot, summary metrics at the seed's radii."""
+        """The reduced config: curve table and line plot, summary metrics at the seed's radii (other kinds: the
+        tables, line plots and summary metrics their reducer listed in wandb.json)."""
         self._log_progress()
+        if self.kind != "certify":
+            spec = read_json(self.config_dir / "wandb.json")
+            tables = {name: self.wandb.Table(columns=t["columns"], data=t["data"])
+                      for name, t in spec.get("tables", {}).items()}
+            logged = dict(tables)
+            for line in spec.get("lines", []):
+                logged[f"{line['table']}/{line['y']}"] = self.wandb.plot.line(
+                    tables[line["table"]], line["x"], line["y"], title=line["title"])
+            self.run.log(logged, step=len(self.logged) + 1)
+            for key, value in spec.get("summary", {}).items():
+                self.run.summary[key] = value
+            return
         summary = read_json(self.config_dir / "summary.json")
         with open(self.config_dir / "curve.csv") as handle:
             rows = [[float(r["radius"]), float(r["certified_accuracy"])] for r in csv.DictReader(handle)]

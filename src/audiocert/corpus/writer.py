@@ -24,7 +24,6 @@ from typing import Any
 
 import numpy as np
 import soundfile as sf
-from tqdm.auto import tqdm
 
 from audiocert.corpus.synthesis import (
     _TAG_CORPUS,
@@ -34,6 +33,7 @@ from audiocert.corpus.synthesis import (
     synthesize_utterance,
     voice_parameters,
 )
+from audiocert.progress import progress as progress_bar  # `progress` is generate_corpus's flag
 from audiocert.provenance import atomic_write_bytes
 
 __all__ = ["CORPUS_VERSION", "MARKER_NAME", "PARTIAL_MARKER_NAME", "CorpusMismatchError", "generate_corpus"]
@@ -118,7 +118,7 @@ def generate_corpus(root: str | Path, num_speakers: int = 10, utterances_per_spe
         subset: LibriSpeech subset directory name.
         sample_rate: sampling rate in Hz (>= 8000; LibriSpeech is 16000).
         min_seconds, max_seconds: range of utterance durations (uniform).
-        progress: show a tqdm progress bar over utterances.
+        progress: report progress over utterances (a bar in a terminal, plain lines in a log).
 
     Returns:
         ``<root>/LibriSpeech``.
@@ -176,7 +176,7 @@ def generate_corpus(root: str | Path, num_speakers: int = 10, utterances_per_spe
     chapters = _chapters(seed, voices, utterances_per_speaker)
     total = num_speakers * utterances_per_speaker
     minutes: list[float] = []
-    with tqdm(total=total, desc="synthetic LibriSpeech", unit="utt", disable=not progress) as bar:
+    with progress_bar(total=total, desc="synthetic LibriSpeech", unit="utt", disable=not progress) as bar:
         for voice, chaps in zip(voices, chapters, strict=True):
             seconds = 0.0
             utt_index = 0  # index of the utterance within the speaker (the seed stream)

@@ -28,6 +28,7 @@ import numpy as np
 import soundfile as sf
 
 from audiocert.data.audio import _REFETCH_HINT, AudioDataWarning, AudioFileError, PathLike, _resampled_length
+from audiocert.progress import progress
 from audiocert.provenance import atomic_write_text, stable_hash
 
 __all__ = [
@@ -304,12 +305,10 @@ def _header(entry: _FileEntry) -> tuple[_FileEntry, int, int, str | None]:
 def _scan_headers(files: list[_FileEntry], subset: str) -> list[tuple[_FileEntry, int, int, str | None]]:
     if len(files) < 256:
         return [_header(f) for f in files]
-    from tqdm import tqdm
-
     # soundfile's C calls release the GIL, so threads help a lot on network filesystems.
     with ThreadPoolExecutor(max_workers=min(16, 2 * (os.cpu_count() or 1))) as pool:
         return list(
-            tqdm(
+            progress(
                 pool.map(_header, files, chunksize=64),
                 total=len(files),
                 desc=f"scanning {subset}",

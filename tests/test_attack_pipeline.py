@@ -1,0 +1,145 @@
+"""`audiocert attack` end to end, through the real CLI: the same plan / shard / reduce / resume / failure machinery
+as certification, on the same test points; the consistency check against the certificates; bad settings named.
+The algorithm itself (SmoothAdv PGD, PREDICT as the judge) is tested on closed-form classifiers in test_attacks."""
+
+from __future__ import annotations
+
+import csv
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+from conftest import REPO, certify_overrides, run_cli
+from test_trust import mounted_tmpfs
+
+from audiocert.shards import PLAN_FILE
+
+pytestmark = pytest.mark.slow
+
+ATTACK = ("attack.steps=2", "attack.samples=4", "attack.n=30", "attack.eps=[0.5,4.0]", "attack.shard.examples=2",
+          "attack.batch_size=8")  # 8 points x 2 budgets, 4 shards
+
+
+def attack_dir(runs: Path, sweep: str) -> Path:
+    [found] = [p.parent for p in (runs / "sweeps" / sweep).glob(f"*/attack-*/{PLAN_FILE}")]
+    return found
+
+
+def table(directory: Path) -> list[dict]:
+    with open(directory / "attack.tsv") as handle:
+        return list(csv.DictReader(handle, delimiter="\t"))
+
+
+def test_attack_runs_on_the_certified_points_and_every_executor_agrees(trained):
+    runs = trained["runs"]
+    run_cli(["certify", *certify_overrides(trained, "atk", "launcher=debug")], runs)
+    result = run_cli(["attack", *certify_overrides(trained, "atk", "launcher=local", *ATTACK)], runs)
+    assert "0 contradiction(s)" in result.stdout, result.stdout
+    local = attack_dir(runs, "atk")
+    certify_dir = local.parent
+    plan, parent = (json.loads(p.read_text()) for p in (local / PLAN_FILE, certify_dir / PLAN_FILE))
+    assert plan["kind"] == "attack" and plan["parent_hash"] == parent["config_hash"]
+    assert plan["inputs"] == parent["inputs"]  # the same test points, the same audio fingerprints
+    summary = json.loads((local / "summary.json").read_text())
+    assert summary["points"] == 8 and summary["certificates"] == "reduced" and summary["contradictions"] == 0
+    assert len(summary["certified_accuracy"]) == 2 and summary["f_robust_accuracy"] is not None
+    rows = table(local)
+    assert len(rows) == 16 and {r["idx"] for r in rows} == {str(i["index"]) for i in plan["inputs"]}
+    assert all(float(r["g_l2"]) <= float(r["eps"]) * (1 + 1e-6) for r in rows)  # every delta in its ball
+    # One process, the same shards: the same results, to the last bit.
+    run_cli(["attack", *certify_overrides(trained, "atk-debug", "launcher=debug", *ATTACK)], runs)
+    assert table(attack_dir(runs, "atk-debug")) == rows
+    # Other shards (all points in one, one budget each): the same decisions; the norms of f's deltas may differ
+    # in float32's last bits (f is attacked at its budgets in one batch, whose composition changes the kernels'
+    # summation order), well inside a relative 1e-5.
+    run_cli(["attack", *certify_overrides(trained, "atk-cut", "launcher=debug", *ATTACK,
+                                          "attack.shard.examples=8", "attack.shard.eps=1")], runs)
+    cut = attack_dir(runs, "atk-cut")
+    assert len(list((cut / "shards").glob("*.json"))) == 2  # 1 block of points x 2 budget ranges
+    other = table(cut)
+    decisions = ("idx", "label", "eps", "g_predict", "g_robust", "f_class", "f_robust", "passes", "nonfinite")
+    assert [{k: r[k] for k in decisions} for r in other] == [{k: r[k] for k in decisions} for r in rows]
+    for key in ("g_l2", "g_linf", "f_l2"):
+        assert [float(r[key]) for r in other] == pytest.approx([float(r[key]) for r in rows], rel=1e-5)
+    # The report shows both curves for the config.
+    run_cli(["report", str(runs / "sweeps" / "atk")], runs)
+    report = (runs / "sweeps" / "atk" / "report" / "report.md").read_text()
+    assert "## Certified vs empirical robustness" in report and "robust accuracy of g" in report
+    assert list((runs / "sweeps" / "atk" / "report").glob("robustness_*.png"))
+
+
+def test_a_planted_unsound_certificate_is_caught_by_the_attack(trained):
+    """Radii inflated a thousandfold put every budget inside every certified ball: each successful attack on a
+    certified point is then a contradiction, and the reducer counts and names them."""
+    from audiocert.reducer import certificates_tsv, read_certificates
+    from audiocert.shards import inventory
+
+    runs = trained["runs"]
+    run_cli(["certify", *certify_overrides(trained, "atk", "launcher=debug")], runs)
+    run_cli(["attack", *certify_overrides(trained, "atk", "launcher=local", *ATTACK)], runs)
+    directory = attack_dir(runs, "atk")
+    honest = json.loads((directory / "summary.json").read_text())
+    rows = read_certificates(directory.parent / "certificates.tsv")
+    certified = {r["idx"]: r["predict"] for r in rows if r["predict"] >= 0}
+    expected = sum(1 for r in table(directory) if int(r["idx"]) in certified
+                   and int(r["g_predict"]) not in (-1, certified[int(r["idx"])]))
+    assert expected > 0, "no attack succeeded on a certified point: the planted certificate would catch nothing"
+    for row in rows:
+        row["radius"] *= 1000.0
+    (directory.parent / "certificates.tsv").write_text(certificates_tsv(rows))
+    from audiocert.reducer import reduce_config
+
+    summary = reduce_config(directory, inventory(directory, merge=True))
+    assert summary["contradictions"] == expected > honest["contradictions"] == 0
+    assert {c["idx"] for c in summary["contradiction_points"]} <= set(certified)
+
+
+def test_killed_attack_resumes_without_recomputing_and_a_failed_shard_fails_the_command(trained):
+    runs, sweep = trained["runs"], "atk-kill"
+    args = ["attack", *certify_overrides(trained, sweep, "launcher=local", "launcher.workers=1", *ATTACK,
+                                         "attack.shard.examples=1")]
+    env = {**os.environ, "AUDIOCERT_RUNS_DIR": str(runs)}
+    parent = subprocess.Popen([sys.executable, "-m", "audiocert.cli", *args], cwd=REPO, env=env,
+                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+    deadline = time.time() + 300
+    while len(list(runs.glob(f"sweeps/{sweep}/*/attack-*/shards/*.json"))) < 2:
+        assert parent.poll() is None and time.time() < deadline, "the attack ended or stalled before 2 shards"
+        time.sleep(0.2)
+    parent.send_signal(signal.SIGKILL)
+    parent.wait()
+    directory = attack_dir(runs, sweep)
+    done = {p.name: p.stat().st_mtime_ns for p in (directory / "shards").glob("*.json")}
+    assert 2 <= len(done) < 8 and not (directory / "summary.json").exists()
+    result = run_cli(args, runs)
+    assert f"{8 - len(done)} of 8 shard(s) to run" in result.stderr + result.stdout
+    assert {n: m for n, m in ((p.name, p.stat().st_mtime_ns) for p in (directory / "shards").glob("*.json"))
+            if n in done} == done  # finished shards were not computed again
+    assert json.loads((directory / "summary.json").read_text())["points"] == 8
+
+    # A shard that cannot write its results fails the command, naming the file, the cause and the log.
+    (directory / "summary.json").unlink()
+    victim = sorted((directory / "shards").glob("*.json"))[0]
+    victim.unlink()
+    with mounted_tmpfs(directory / "shards", "ro,size=64k"):
+        failed = run_cli([*args, "launcher.attempts=1"], runs, check=False)
+    assert failed.returncode != 0 and "FAILED" in failed.stderr and "log:" in failed.stderr, failed.stderr[-3000:]
+    assert "Read-only file system" in failed.stderr
+
+
+@pytest.mark.parametrize("override,needle", [
+    ("attack.eps=[0.5,-1]", "attack.eps[1]=-1"), ("attack.eps=[0]", "attack.eps[0]=0"),
+    ("attack.steps=0", "attack.steps=0"), ("attack.samples=0", "attack.samples=0"),
+    ("attack.space=feature", "attack.space='feature'"), ("attack.n=0", "attack.n=0"),
+    ("attack.restarts=1.5", "attack.restarts=1.5"), ("attack.eps=[inf]", "attack.eps[0]=inf"),
+])
+def test_bad_attack_settings_are_named_before_any_work(trained, override, needle):
+    runs = trained["runs"]
+    result = run_cli(["attack", *certify_overrides(trained, "atk-bad", "launcher=debug", *ATTACK, override)], runs,
+                     check=False)
+    assert result.returncode != 0 and needle in result.stderr, (override, result.stderr[-2000:])
+    assert not list(runs.glob("sweeps/atk-bad/*/attack-*/shards/*.json"))
