@@ -1,5 +1,6 @@
 # The two commands of the README. Both create and use the project's own virtual environment (.venv).
-#   make demo   the main job on the embedded synthetic corpus (no download, no GPU needed)
+#   make demo   the main job on the embedded synthetic corpus (no download, no GPU needed): train, certify,
+#               attack and perceptibility passes, report
 #   make test   the whole test suite, including the real single-node SLURM cluster (needs root)
 #   make test-fast   the unit tests only (math, shapes, plans, shard validation, merging): seconds, no cluster
 
@@ -8,6 +9,7 @@ VENV := .venv
 AUDIOCERT := $(VENV)/bin/audiocert
 LAUNCHER ?= local
 RUNS := $(or $(AUDIOCERT_RUNS_DIR),runs)
+WAIT := $(if $(filter slurm,$(LAUNCHER)),launcher.wait=true)
 
 .PHONY: demo test test-fast venv clean
 
@@ -22,7 +24,8 @@ demo: $(VENV)/.installed
 	@start=$$(date +%s); \
 	$(AUDIOCERT) corpus && \
 	$(AUDIOCERT) train train.max_minutes=2.75 && \
-	$(AUDIOCERT) certify -m experiment=demo launcher=$(LAUNCHER) $(if $(filter slurm,$(LAUNCHER)),launcher.wait=true) && \
+	$(AUDIOCERT) certify -m experiment=demo launcher=$(LAUNCHER) $(WAIT) && \
+	$(AUDIOCERT) attack -m experiment=demo smoothing.sigma=0.25 attack.points_per_speaker=1 launcher=$(LAUNCHER) $(WAIT) && \
 	$(AUDIOCERT) report $(RUNS)/sweeps/demo && \
 	echo "demo finished in $$(( $$(date +%s) - start )) s; report: $(RUNS)/sweeps/demo/report/report.md"
 

@@ -34,8 +34,16 @@ START_TIMEOUT="${SLURM_START_TIMEOUT:-90}"
 # let more jobs run side by side on a small machine (config_overrides below
 # makes slurmd trust this number instead of the hardware).
 NODE_CPUS="${SLURM_NODE_CPUS:-$(nproc)}"
+# Site limits, overridable so a test can run the cluster under small ones (tests/test_slurm.py does, then starts
+# it again with the defaults). MinJobAge: how long a finished job stays in slurmctld (and counts for MaxJobCount).
+MAX_ARRAY_SIZE="${SLURM_MAX_ARRAY_SIZE:-1001}"
+MAX_JOB_COUNT="${SLURM_MAX_JOB_COUNT:-10000}"
+MIN_JOB_AGE="${SLURM_MIN_JOB_AGE:-300}"
 PACKAGES=(slurmctld slurmd slurm-client munge)
 [[ "$NODE_CPUS" =~ ^[1-9][0-9]*$ ]] || { echo "[slurm/cluster.sh] ERROR: SLURM_NODE_CPUS must be a positive integer, got '$NODE_CPUS'" >&2; exit 1; }
+for setting in MAX_ARRAY_SIZE MAX_JOB_COUNT MIN_JOB_AGE; do
+    [[ "${!setting}" =~ ^[1-9][0-9]*$ ]] || { echo "[slurm/cluster.sh] ERROR: SLURM_$setting must be a positive integer, got '${!setting}'" >&2; exit 1; }
+done
 [[ "$START_TIMEOUT" =~ ^[0-9]+$ ]] || { echo "[slurm/cluster.sh] ERROR: SLURM_START_TIMEOUT must be a number of seconds, got '$START_TIMEOUT'" >&2; exit 1; }
 
 log()  { echo "[slurm/cluster.sh] $*"; }
@@ -246,10 +254,11 @@ DefMemPerCPU=1024
 
 # Jobs: requeue allowed (preemption tests), arrays up to 0-1000.
 JobRequeue=1
-MaxArraySize=1001
+MaxArraySize=$MAX_ARRAY_SIZE
+MaxJobCount=$MAX_JOB_COUNT
 # Finished jobs stay visible to 'scontrol show job' / 'squeue -t all' for
 # 5 min (there is no sacct to ask later).
-MinJobAge=300
+MinJobAge=$MIN_JOB_AGE
 # Seconds between SIGTERM and SIGKILL on cancel/requeue/timeout (default 30;
 # shorter keeps requeue/cancel tests fast).
 KillWait=5

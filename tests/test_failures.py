@@ -165,3 +165,127 @@ def test_killing_the_sweep_leaves_no_workers_and_status_says_stopped(trained):
     run_cli(args, runs)  # the same command resumes and completes
     [config] = [p.parent for p in (runs / "sweeps" / sweep).glob(f"*/{PLAN_FILE}")]
     assert (config / "certificates.tsv").is_file()
+
+
+# --------------------------------------------------------------------------------------------------------------
+# Issue 14: hostile input, damaged files, concurrent commands, inherited settings
+# --------------------------------------------------------------------------------------------------------------
+def test_a_full_runs_directory_fails_with_its_cause_even_when_no_failure_record_fits(trained):
+    """Shards and failure records cannot be written (both full): the FAILED line still says why (the workers
+    mark the cause in their logs) and names the log."""
+    runs, sweep = trained["runs"], "full-everywhere"
+    config = config_dir_of(trained, sweep, "launcher=local")
+    with mounted_tmpfs(config / "shards", "size=4k") as shards, mounted_tmpfs(config / "failures", "size=4k") as rec:
+        for directory in (shards, rec):
+            with pytest.raises(OSError), open(directory / "filler", "wb") as handle:
+                while True:
+                    handle.write(b"\0" * 1024)
+                    handle.flush()
+        result = run_cli(["certify", *certify_overrides(trained, sweep, "launcher=local", "launcher.attempts=1")],
+                         runs, check=False)
+        assert result.returncode != 0 and "FAILED" in result.stderr
+        assert "No space left on device" in result.stderr and f"cannot write {shards}" in result.stderr, \
+            result.stderr[-4000:]
+        assert "_log.out" in result.stderr
+        status = run_cli(["status", str(runs / "sweeps" / sweep)], runs).stdout
+        assert "failed" in status and "No space left on device" in status and "running" not in status, status
+
+
+def test_bad_values_devices_and_names_are_refused_before_anything_is_planned(trained):
+    runs = trained["runs"]
+    cases = [("launcher.attempts=0", "launcher.attempts=0"), ("smoothing.sigma=inf", "smoothing.sigma=inf"),
+             ("certify.alpha=nan", "certify.alpha=nan"), ("device=cuda", "CUDA is not available"),
+             ("launcher.workers=0", "launcher.workers=0")]
+    for override, needle in cases:
+        result = run_cli(["certify", *certify_overrides(trained, "refused", "launcher=local", override)], runs,
+                         check=False)
+        assert result.returncode != 0 and needle in result.stderr, (override, result.stderr[-2000:])
+        assert not list(runs.glob("sweeps/refused/*/plan.json")), override
+    # Names become directories in every command: refused while the config is composed, nothing written outside.
+    escape = "dataset.name=../../../escaped-names"
+    dataset_only = [o for o in trained["overrides"] if o.startswith("dataset.")]
+    for command in (["train"], ["stats"], ["examples"], ["certify"]):
+        overrides = trained["overrides"] if command[0] in ("train", "certify") else dataset_only
+        result = run_cli([*command, *overrides, escape], runs, check=False)
+        assert result.returncode != 0 and "dataset.name='../../../escaped-names'" in result.stderr, command
+    assert not list(runs.parent.parent.glob("**/escaped-names*"))
+
+
+def test_damaged_files_get_one_line_errors_and_status_does_not_call_damaged_results_reduced(trained, tmp_path):
+    runs = trained["runs"]
+    args = ["certify", *certify_overrides(trained, "one-line", "launcher=debug")]
+    run_cli(args, runs)
+    [config] = [p.parent for p in (runs / "sweeps" / "one-line").glob(f"*/{PLAN_FILE}")]
+    # A shard damaged after the config was reduced: its old certificates.tsv no longer describes the shards.
+    shard = sorted((config / "shards").glob("*.json"))[0]
+    good = shard.read_bytes()
+    shard.write_bytes(good[:-40] + b"}\n")
+    status = run_cli(["status", str(config.parent)], runs).stdout
+    assert "DAMAGED" in status and "reduced" not in status.splitlines()[1], status
+    shard.write_bytes(good)
+    # A plan edited by hand (sigma changed): every reader refuses it in one line, naming it; a rerun re-plans it.
+    plan_path = config / PLAN_FILE
+    plan = json.loads(plan_path.read_text())
+    plan["config"]["smoothing"]["sigma"] = 0.02
+    plan_path.write_text(json.dumps(plan))
+    for command in (["reduce", str(config)], ["status", str(config)], ["report", str(config.parent)]):
+        result = run_cli(command, runs, check=False)
+        assert result.returncode != 0 or command[0] == "report", command
+        if command[0] != "report":
+            assert f"{plan_path} cannot be trusted" in result.stderr and "Traceback" not in result.stderr, \
+                result.stderr[-2000:]
+    report = (config.parent / "report" / "report.md").read_text()
+    assert "**damaged**" in report and "cannot be trusted" in report
+    result = run_cli(["report", str(tmp_path / "nonexistent")], runs, check=False)
+    assert result.returncode != 0 and "does not exist" in result.stderr and "Traceback" not in result.stderr
+    assert not (tmp_path / "nonexistent").exists()
+    certificates = (config / "certificates.tsv").read_text()
+    result = run_cli(args, runs)
+    assert "writing a new plan" in result.stdout + result.stderr
+    assert (config / "certificates.tsv").read_text().split("\n")[1:] and json.loads(
+        plan_path.read_text())["config"]["smoothing"]["sigma"] == 0.25
+    assert [line.split("\t")[:5] for line in (config / "certificates.tsv").read_text().splitlines()] == \
+        [line.split("\t")[:5] for line in certificates.splitlines()]  # counted at the planned sigma
+
+
+def test_a_second_command_on_the_same_config_says_who_holds_it_or_waits(trained):
+    runs, sweep = trained["runs"], "locked"
+    args = ["certify", *certify_overrides(trained, sweep, "launcher=local", "launcher.workers=1", "certify.n=2000",
+                                           "certify.shard.samples=500")]
+    env = {**os.environ, "AUDIOCERT_RUNS_DIR": str(runs)}
+    first = subprocess.Popen([sys.executable, "-m", "audiocert.cli", *args], cwd=REPO, env=env,
+                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+    try:
+        deadline = time.time() + 300
+        while not list(runs.glob(f"sweeps/{sweep}/*/jobs.json")):
+            assert first.poll() is None and time.time() < deadline, "the first command ended before it started work"
+            time.sleep(0.2)
+        second = run_cli(args, runs, check=False)
+        assert second.returncode != 0 and f"in use by pid {first.pid}" in second.stderr, second.stderr[-2000:]
+        assert "lock_wait=true" in second.stderr
+        waited = run_cli([*args, "launcher.lock_wait=true"], runs)
+        assert "waiting for" in waited.stderr  # it went on only once the first released the config
+        assert first.wait(timeout=60) == 0
+    finally:
+        if first.poll() is None:
+            first.kill()
+        first.wait()
+    [config] = [p.parent for p in (runs / "sweeps" / sweep).glob(f"*/{PLAN_FILE}")]
+    assert (config / "certificates.tsv").is_file()
+
+
+def test_certify_inherits_the_dataset_settings_the_model_was_trained_with(trained):
+    """The tiny model was trained with 64 train / 4 test crops per speaker; certify given only where the data is
+    and which speakers takes the rest from the checkpoint and says so; an explicit split change is refused."""
+    runs = trained["runs"]
+    given = [o for o in trained["overrides"] if not o.startswith(("dataset.train_crops", "dataset.test_crops"))]
+    common = ["sweep.name=inherit", "certify.points_per_speaker=1", "certify.n0=20", "certify.n=40",
+              "logger.mode=disabled", "launcher=debug"]
+    result = run_cli(["certify", *given, *common], runs)
+    output = result.stdout + result.stderr
+    assert "inherited from checkpoint" in output and "dataset.test_crops_per_speaker=4" in output, output[-3000:]
+    [config] = [p.parent for p in (runs / "sweeps" / "inherit").glob(f"*/{PLAN_FILE}")]
+    dataset = json.loads((config / PLAN_FILE).read_text())["config"]["dataset"]
+    assert dataset["test_crops_per_speaker"] == 4 and dataset["train_crops_per_speaker"] == 64
+    refused = run_cli(["certify", *given, *common, "dataset.split_seed=5"], runs, check=False)
+    assert refused.returncode != 0 and "dataset.split_seed=5 differs from the 0" in refused.stderr

@@ -42,13 +42,14 @@ def reference(trained: dict, name: str, *extra: str) -> dict[str, list]:
 
 SWEEP = ("representation=mfbe,magspec", "certify.points_per_speaker=1", "certify.shard.examples=2",
          "certify.shard.samples=30")  # 2 configs x (2 example blocks x 2 sample chunks) = 4 shards each
+ONE = "launcher.shards_per_task=1"  # one shard per array task (tasks are otherwise packed by duration)
 
 
 def test_sweep_on_slurm_matches_single_process_then_resumes(cluster, trained):
     runs = trained["runs"]
     expected = reference(trained, "slurm-ref", *SWEEP)
     args = ["certify", "-m", *certify_overrides(trained, "slurm-e2e", "launcher=slurm", "launcher.wait=true",
-                                                "launcher.max_array_size=3", *SWEEP)]
+                                                "launcher.max_array_size=3", ONE, *SWEEP)]
     result = run_cli(args, runs)
     dirs = config_dirs(runs / "sweeps" / "slurm-e2e")
     assert len(dirs) == 2
@@ -84,7 +85,7 @@ def test_requeued_and_preempted_shards_finish_without_double_counting(cluster, t
     slow = ("certify.points_per_speaker=2", "certify.n=6000", "certify.shard.samples=3000",
             "certify.shard.examples=8")  # 2 shards of 8 examples x 3000 noisy samples each
     expected = reference(trained, "slurm-requeue-ref", *slow)
-    run_cli(["certify", *certify_overrides(trained, "slurm-requeue", "launcher=slurm",
+    run_cli(["certify", *certify_overrides(trained, "slurm-requeue", "launcher=slurm", ONE,
                                            "launcher.array_parallelism=2", "launcher.time_min=60", *slow)], runs)
     [config] = config_dirs(runs / "sweeps" / "slurm-requeue")
     prefix = f"ac-{json.loads((config / PLAN_FILE).read_text())['config_hash'][:8]}"
@@ -113,7 +114,7 @@ def test_rerun_while_queued_submits_only_what_is_missing(cluster, trained):
     expected = reference(trained, "slurm-held-ref", *one)
     # Held jobs stay queued however slow the CLI is, so the reruns below meet them in the queue.
     args = ["certify", *certify_overrides(trained, "slurm-held", "launcher=slurm", "+launcher.additional.hold=true",
-                                          *one)]
+                                          ONE, *one)]
     run_cli(args, runs)
     [config] = config_dirs(runs / "sweeps" / "slurm-held")
     first = json.loads((config / "jobs.json").read_text())
@@ -165,7 +166,8 @@ def test_sequential_rounds_chain_through_dependent_jobs(cluster, trained):
     seq = ("representation=mfbe", "certify.algorithm=sequential", "certify.n0=100", "certify.n=400",
            "certify.sequential.first=50", "certify.shard.samples=100")
     expected = reference(trained, "slurm-seq-ref", *seq)
-    run_cli(["certify", *certify_overrides(trained, "slurm-seq", "launcher=slurm", "launcher.wait=true", *seq)], runs)
+    run_cli(["certify", *certify_overrides(trained, "slurm-seq", "launcher=slurm", "launcher.wait=true", ONE, *seq)],
+            runs)
     [config] = config_dirs(runs / "sweeps" / "slurm-seq")
     assert read_certs(config) == expected[config.name]
     summary = json.loads((config / "summary.json").read_text())
@@ -173,3 +175,188 @@ def test_sequential_rounds_chain_through_dependent_jobs(cluster, trained):
     # slurm_task is ARRAYID_TASKID (slurm_job_id is each task's own job id): one array per round.
     tasks = {json.loads(p.read_text())["slurm_task"] for p in (config / "shards").glob("*.json")}
     assert None not in tasks and len({t.split("_")[0] for t in tasks}) == summary["rounds"], tasks
+
+
+# --------------------------------------------------------------------------------------------------------------
+# Site limits, refused submissions, cut-off submissions (issue 17)
+# --------------------------------------------------------------------------------------------------------------
+def jobs_in_system() -> int:
+    """What MaxJobCount counts: every job slurmctld holds (queued, running, finished within MinJobAge)."""
+    out = subprocess.run(["squeue", "-h", "-r", "-t", "all", "-o", "%i"], capture_output=True, text=True).stdout
+    return len(out.split())
+
+
+@pytest.fixture
+def small_limits(cluster):
+    """The test cluster restarted under small site limits (finished jobs leave slurmctld after 2 s), and
+    restarted with its defaults afterwards. Yields (MaxArraySize, MaxJobCount)."""
+    deadline = time.monotonic() + 120
+    while subprocess.run(["squeue", "-h", "-o", "%i"], capture_output=True, text=True).stdout.strip():
+        assert time.monotonic() < deadline, "jobs of other tests are still queued"
+        time.sleep(1)
+    limits = {"SLURM_MAX_ARRAY_SIZE": "3", "SLURM_MAX_JOB_COUNT": "12", "SLURM_MIN_JOB_AGE": "2"}
+    started = subprocess.run(["bash", "slurm/cluster.sh", "start"], cwd=REPO, capture_output=True, text=True,
+                             timeout=300, env={**os.environ, **limits})
+    assert started.returncode == 0, started.stdout + started.stderr
+    deadline = time.monotonic() + 120
+    while jobs_in_system() > 1:  # other tests' finished jobs leave slurmctld after MinJobAge
+        assert time.monotonic() < deadline, f"{jobs_in_system()} old jobs still held by slurmctld"
+        time.sleep(1)
+    try:
+        yield int(limits["SLURM_MAX_ARRAY_SIZE"]), int(limits["SLURM_MAX_JOB_COUNT"])
+    finally:
+        restored = subprocess.run(["bash", "slurm/cluster.sh", "start"], cwd=REPO, capture_output=True, text=True,
+                                  timeout=300)
+        assert restored.returncode == 0, restored.stdout + restored.stderr
+
+
+class QueueWatcher:
+    """Samples the number of jobs slurmctld holds, every 0.2 s, while a sweep runs."""
+
+    def __init__(self) -> None:
+        import threading
+
+        self.peak, self.running = 0, True
+        self.thread = threading.Thread(target=self.watch, daemon=True)
+        self.thread.start()
+
+    def watch(self) -> None:
+        while self.running:
+            self.peak = max(self.peak, jobs_in_system())
+            time.sleep(0.2)
+
+    def stop(self) -> int:
+        self.running = False
+        self.thread.join(5)
+        return self.peak
+
+
+LIMITED = ("representation=mfbe,magspec", "certify.points_per_speaker=2", "certify.shard.examples=2",
+           "certify.shard.samples=30")  # 2 configs x (4 blocks x 2 chunks) = 8 shards each
+
+
+def test_a_sweep_larger_than_the_site_limits_completes_within_them(small_limits, trained):
+    max_array, max_jobs = small_limits
+    runs = trained["runs"]
+    expected = reference(trained, "slurm-limits-ref", *LIMITED)
+    watcher = QueueWatcher()
+    try:
+        result = run_cli(["certify", "-m", *certify_overrides(trained, "slurm-limits", "launcher=slurm", ONE,
+                                                              "launcher.wait=true", *LIMITED)], runs)
+    finally:
+        peak = watcher.stop()
+    assert peak <= max_jobs, f"{peak} jobs in the system under MaxJobCount={max_jobs}"
+    output = result.stdout + result.stderr
+    assert "waits for room under the site limits" in output or "fit under the site limits now" in output, output[-3000:]
+    dirs = config_dirs(runs / "sweeps" / "slurm-limits")
+    assert len(dirs) == 2
+    for d in dirs:
+        assert read_certs(d) == expected[d.name]
+        tasks = {json.loads(p.read_text())["slurm_task"] for p in (d / "shards").glob("*.json")}
+        assert all(int(t.split("_")[1]) < max_array for t in tasks)  # array task ids 0 .. MaxArraySize - 1
+    assert not json.loads((runs / "sweeps" / "slurm-limits" / "deferred.json").read_text())["configs"]
+
+
+def sbatch_wrapper(tmp_path: Path, body: str) -> dict[str, str]:
+    """An `sbatch` first on PATH that runs ``body`` (bash; $n is this call's number, $script the batch script)
+    and then the real sbatch; returns the environment to run the CLI with."""
+    import shutil
+
+    real = shutil.which("sbatch")
+    wrapper_dir = tmp_path / "bin"
+    wrapper_dir.mkdir(parents=True)
+    (wrapper_dir / "sbatch").write_text(
+        "#!/bin/bash\n"
+        f"state={tmp_path}\n"
+        "n=$(( $(cat $state/count 2>/dev/null || echo 0) + 1 )); echo $n > $state/count\n"
+        'script="${@: -1}"\n'
+        f"{body}\n"
+        f'exec {real} "$@"\n')
+    (wrapper_dir / "sbatch").chmod(0o755)
+    return {"PATH": f"{wrapper_dir}:{os.environ['PATH']}"}
+
+
+def run_with(env: dict[str, str], args: list[str], runs: Path, check: bool = True):
+    old = {k: os.environ.get(k) for k in env}
+    os.environ.update(env)
+    try:
+        return run_cli(args, runs, check=check)
+    finally:
+        for k, v in old.items():
+            if v is None:
+                os.environ.pop(k, None)
+            else:
+                os.environ[k] = v
+
+
+def test_transient_refusals_are_retried_and_a_permanent_one_fails_only_its_config(cluster, trained, tmp_path):
+    runs = trained["runs"]
+    expected = reference(trained, "slurm-refused-ref", *SWEEP)
+    # The first two sbatch calls are refused as a busy controller refuses them: retried after a back-off.
+    busy = sbatch_wrapper(tmp_path / "busy", 'if [ $n -le 2 ]; then echo "sbatch: error: Slurm temporarily unable '
+                                              'to accept job, sleeping and retrying" >&2; exit 1; fi')
+    result = run_with(busy, ["certify", "-m", *certify_overrides(
+        trained, "slurm-busy", "launcher=slurm", "launcher.wait=true", "launcher.submit_backoff_s=0.2", *SWEEP)], runs)
+    assert "retrying in" in result.stderr + result.stdout
+    for d in config_dirs(runs / "sweeps" / "slurm-busy"):
+        assert read_certs(d) == expected[d.name]
+    # An account the cluster does not know, for the second config's shards only: that config fails, named with
+    # sbatch's message; the first is certified.
+    permanent = sbatch_wrapper(tmp_path / "denied", (
+        'if ! grep -q -- "--job-name=ac-reduce" "$script"; then\n'
+        '  name=$(grep -o -- "--job-name=ac-[0-9a-f]*" "$script" | head -1)\n'
+        '  grep -qx -- "$name" $state/names 2>/dev/null || echo "$name" >> $state/names\n'
+        '  if [ "$(head -1 $state/names)" != "$name" ]; then echo "sbatch: error: Batch job submission failed: '
+        'Invalid account or account/partition combination specified" >&2; exit 1; fi\n'
+        'fi'))
+    result = run_with(permanent, ["certify", "-m", *certify_overrides(
+        trained, "slurm-denied", "launcher=slurm", "launcher.wait=true", *SWEEP)], runs, check=False)
+    assert result.returncode != 0
+    assert "Invalid account" in result.stderr and "FAILED" in result.stderr, result.stderr[-3000:]
+    certified = [d for d in config_dirs(runs / "sweeps" / "slurm-denied") if (d / "certificates.tsv").is_file()]
+    assert len(certified) == 1 and read_certs(certified[0]) == expected[certified[0].name]
+
+
+def test_a_submission_cut_off_midway_is_visible_and_a_rerun_submits_nothing_twice(cluster, trained, tmp_path):
+    runs = trained["runs"]
+    one = ("representation=mfbe", "certify.points_per_speaker=2", "certify.shard.examples=4",
+           "certify.shard.samples=20")  # 2 blocks x 3 chunks = 6 shards, in arrays of 2
+    expected = reference(trained, "slurm-cut-ref", *one)
+    args = ["certify", *certify_overrides(trained, "slurm-cut", "launcher=slurm", ONE, "launcher.max_array_size=2",
+                                          "+launcher.additional.hold=true", *one)]
+    cut = sbatch_wrapper(tmp_path / "cut", 'if [ $n -eq 3 ]; then echo "sbatch: error: Batch job submission failed: '
+                                            'Invalid partition name specified" >&2; exit 1; fi')
+    failed = run_with(cut, args, runs, check=False)
+    assert failed.returncode != 0 and "Invalid partition name" in failed.stderr, failed.stderr[-3000:]
+    [config] = config_dirs(runs / "sweeps" / "slurm-cut")
+    first = json.loads((config / "jobs.json").read_text())
+    try:
+        assert len(first["arrays"]) == 2 and len(first["shards"]) == 4 and first["reducer"] is None
+        status = run_cli(["status", str(config.parent)], runs).stdout
+        assert "0/6" in status and "tasks 4 pending" in status, status  # the cut-off submission, as it stands
+        rerun = run_cli([a for a in args if "hold" not in a], runs)
+        assert "4 shard(s) still queued or running" in rerun.stdout + rerun.stderr
+        second = json.loads((config / "jobs.json").read_text())
+        assert {i: j for i, j in second["shards"].items() if i in first["shards"]} == first["shards"]
+        assert len(second["shards"]) == 6 and second["reducer"]
+    finally:
+        subprocess.run(["scontrol", "release", *first["arrays"]], capture_output=True)
+    assert wait_for_configs([config], timeout_s=300)
+    assert read_certs(config) == expected[config.name]
+    ran_in = {json.loads(p.read_text())["index"]: json.loads(p.read_text())["slurm_task"]
+              for p in (config / "shards").glob("*.json")}
+    assert {str(i): t for i, t in ran_in.items()} == second["shards"]  # each shard ran once, where it was recorded
+
+
+def test_an_attack_on_slurm_gives_the_results_of_one_process(cluster, trained):
+    runs = trained["runs"]
+    attack = ("attack.steps=2", "attack.samples=4", "attack.n=30", "attack.eps=[0.5,4.0]", "attack.shard.examples=2",
+              "attack.batch_size=8")
+    run_cli(["attack", *certify_overrides(trained, "slurm-atk-ref", "launcher=debug", *attack)], runs)
+    run_cli(["attack", *certify_overrides(trained, "slurm-atk", "launcher=slurm", "launcher.wait=true", ONE,
+                                          *attack)], runs)
+    [reference_dir] = (runs / "sweeps" / "slurm-atk-ref").glob("*/attack-*")
+    [slurm_dir] = (runs / "sweeps" / "slurm-atk").glob("*/attack-*")
+    assert (slurm_dir / "attack.tsv").read_text() == (reference_dir / "attack.tsv").read_text()
+    tasks = {json.loads(p.read_text())["slurm_task"] for p in (slurm_dir / "shards").glob("*.json")}
+    assert None not in tasks and len(tasks) == 4

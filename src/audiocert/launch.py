@@ -387,7 +387,8 @@ def submit_slurm(cfg: DictConfig | Mapping[str, Any], config_dir: Path, plan: Ma
                  plan["label"], room - 1, len(groups))
         groups = groups[: room - 1]
     record: dict[str, Any] = {
-        "executor": "slurm", "shards": {str(i): job for i, job in in_flight.items()},
+        "executor": "slurm", "config": OmegaConf.to_container(cfg, resolve=True),
+        "shards": {str(i): job for i, job in in_flight.items()},
         "logs": {job: path for job, path in previous.get("logs", {}).items() if job in in_flight.values()},
         "reducer": previous.get("reducer") if old_reducer_live else None, "submitted_at": time.time(),
         "tasks": {job: n for job, n in previous.get("tasks", {}).items() if job in in_flight.values()},
@@ -447,8 +448,8 @@ def job_names(plan: Mapping[str, Any]) -> tuple[str, str]:
 DEFERRED_FILE = "deferred.json"
 
 
-def read_deferred(sweep_dir: Path) -> dict[str, str]:
-    """config_dir -> why it waits, of the sweep's configs that could not be submitted yet."""
+def read_deferred(sweep_dir: Path) -> dict[str, Any]:
+    """config_dir -> {why it waits, the config to submit it with}, of the sweep's configs not submitted yet."""
     path = Path(sweep_dir) / DEFERRED_FILE
     try:
         data = read_json(path) if path.is_file() else {}
@@ -457,31 +458,50 @@ def read_deferred(sweep_dir: Path) -> dict[str, str]:
     if seal_problem(data):
         return {}
     waiting = data.get("configs", {})
-    return {str(k): str(v) for k, v in waiting.items()} if isinstance(waiting, dict) else {}
+    return {str(k): v for k, v in waiting.items()} if isinstance(waiting, dict) else {}
 
 
-def write_deferred(sweep_dir: Path, waiting: Mapping[str, str]) -> None:
+def write_deferred(sweep_dir: Path, waiting: Mapping[str, Any]) -> None:
     atomic_write_json(Path(sweep_dir) / DEFERRED_FILE, seal({"configs": dict(waiting), "updated_at": time.time()}))
 
 
-def submit_configs(config_dirs: Sequence[Path], sweep_dir: Path) -> dict[str, dict[str, Any]]:
+def submission_config(config_dir: Path, plan: Mapping[str, Any], given: Mapping[str, Any] | None,
+                      waiting: Mapping[str, Any]) -> dict[str, Any]:
+    """The config to submit a config's work with: the running command's (``given``), else the one it was last
+    submitted or deferred with, else its plan's. Launcher settings are not part of the config hash, so a rerun
+    with a corrected partition or account must be submitted with them, not with the plan's."""
+    if given is not None:
+        return dict(given)
+    entry = waiting.get(str(config_dir))
+    if isinstance(entry, dict) and isinstance(entry.get("config"), dict):
+        return entry["config"]
+    previous = read_jobs(config_dir).get("config")
+    return previous if isinstance(previous, dict) else plan["config"]
+
+
+def submit_configs(config_dirs: Sequence[Path], sweep_dir: Path,
+                   configs: Mapping[str, Mapping[str, Any]] | None = None) -> dict[str, dict[str, Any]]:
     """Submit what each config needs now within the site limits: its missing shards (or its next round), or a
     reduction. One queue look and one capacity for all; configs that do not fit are recorded in deferred.json for
-    a later pass (a dependent job, `certify --wait`, or a rerun). Returns config_dir -> outcome ('submitted',
-    'deferred' or 'error', or 'summary' for a config that needed no job)."""
+    a later pass (a dependent job, `certify --wait`, or a rerun). ``configs``: config_dir -> the resolved config
+    to submit with (the running command's; see submission_config). Returns config_dir -> outcome ('submitted',
+    'deferred' or 'error', or 'ready' for a config that needed no job)."""
     outcomes: dict[str, dict[str, Any]] = {}
+    configs = configs or {}
     with sweep_lock(sweep_dir):
         queue = SlurmQueue()
         waiting = read_deferred(sweep_dir)
         capacity: Capacity | None = None
-        plans = {}
+        plans, chosen = {}, {}
         for config_dir in config_dirs:
             try:
                 plans[config_dir] = read_plan(config_dir)
+                chosen[config_dir] = submission_config(config_dir, plans[config_dir], configs.get(str(config_dir)),
+                                                       waiting)
             except Exception as error:
                 outcomes[str(config_dir)] = {"error": f"{error}"}
-        launcher = OmegaConf.to_container(OmegaConf.create(next(iter(plans.values()))["config"]).launcher,
-                                          resolve=True) if plans else {}
+                plans.pop(config_dir, None)
+        launcher = dict(chosen[next(iter(plans))]["launcher"]) if plans else {}
         capacity = Capacity(launcher, queue) if plans else None
         sweep_tasks = queue_tasks_of(plans.values(), queue)
         for config_dir, plan in plans.items():
@@ -499,17 +519,17 @@ def submit_configs(config_dirs: Sequence[Path], sweep_dir: Path) -> dict[str, di
                             f"shard(s) {ended} ran in SLURM job(s) that ended without a valid result, so they are "
                             f"not submitted again. {inventory(config_dir, plan).problems(Path(config_dir))}\nLogs: "
                             f"{Path(str(plan['config']['sweep']['dir'])) / 'logs' / 'slurm'}. Fix the cause, then "
-                            "rerun the sweep's `audiocert certify` command")
+                            f"rerun the sweep's `audiocert {plan.get('kind', 'certify')}` command")
                     max_tasks = launcher.get("max_tasks")
                     remaining = len(plans) - list(plans).index(config_dir)
                     left = None if not max_tasks else max(1, (int(max_tasks) - sweep_tasks) // remaining)
-                    record = submit_slurm(OmegaConf.create(plan["config"]), config_dir, plan, pending, capacity, queue,
-                                          left)
+                    record = submit_slurm(OmegaConf.create(chosen[config_dir]), config_dir, plan, pending, capacity,
+                                          queue, left)
                     sweep_tasks += record.get("new_tasks", 0)
                     waiting.pop(str(config_dir), None)
                     outcomes[str(config_dir)] = {"submitted": True}
             except SubmissionDeferred as why:
-                waiting[str(config_dir)] = str(why)
+                waiting[str(config_dir)] = {"why": str(why), "config": chosen[config_dir]}
                 outcomes[str(config_dir)] = {"deferred": str(why)}
                 log.warning("%s: waits for submission: %s", config_dir, why)
             except Exception as error:
@@ -698,7 +718,10 @@ class SlurmLauncher(Launcher):
 
     def finish(self) -> list[dict[str, Any]]:
         sweep_dir = Path(self.entries[0]["sweep_dir"])
-        outcomes = submit_configs([Path(e["config_dir"]) for e in self.entries], sweep_dir)
+        outcomes = submit_configs([Path(e["config_dir"]) for e in self.entries], sweep_dir,
+                                  {e["config_dir"]: e["config"] for e in self.entries})
+        for entry in self.entries:  # submitted: from here on the configs' own dependent jobs take their locks
+            release(entry["config_dir"])
         results = []
         for entry in self.entries:
             config_dir = Path(entry["config_dir"])
@@ -755,7 +778,7 @@ def advance_config(config_dir: str, config: Mapping[str, Any]) -> dict[str, Any]
             pending = next_work(config_dir, plan, found)
             if not pending:
                 return finalize_config(config_dir, config["logger"], str(config["sweep"]["name"]), found=found)
-        outcome = submit_configs([config_dir], sweep_dir)[str(config_dir)]
+        outcome = submit_configs([config_dir], sweep_dir, {str(config_dir): dict(config)})[str(config_dir)]
         if "error" in outcome:
             raise RuntimeError(outcome["error"])
         return {"submitted": len(pending), **outcome}

@@ -1052,17 +1052,21 @@ def inventory(config_dir: str | Path, plan: Mapping[str, Any] | None = None, mer
     invalid: dict[Path, str] = {}
     shard_dir = config_dir / SHARD_DIR
     paths = sorted(shard_dir.glob("*.json")) if shard_dir.is_dir() else []
-    if accumulator is None and paths:
-        key = _layout_key(plan, shards)
+    key = _layout_key(plan, shards)
+    cacheable = isinstance(shards, Layout)
+    if accumulator is None and paths and cacheable:
         _load_summaries(config_dir, key)
-        known = sum(1 for p in paths if (c := _VALIDATED.get(str(p))) and c[1] == key)
+    known = sum(1 for p in paths if (c := _VALIDATED.get(str(p))) and c[1] == key)
     for path in paths:
         if accumulator is None:
             summary, why = validated_summary(path, plan, shards)
             counts = None
         else:
+            signature = _signature(path)
             record, why, counts = _read_shard(path, plan, shards)
             summary = shard_summary(record, path) if record is not None else None
+            if signature is not None and cacheable:  # what a later status needs, without the counts
+                _VALIDATED[str(path)] = (signature, key, summary, why)
         if summary is None:
             invalid[path] = why
             continue
@@ -1071,7 +1075,7 @@ def inventory(config_dir: str | Path, plan: Mapping[str, Any] | None = None, mer
         if accumulator is not None and match and match["hash"] == plan["config_hash"] and int(
                 match["index"]) == summary["index"]:
             accumulator.add(record, counts)  # only a file under its own name: a stray copy is never counted
-    if accumulator is None and paths and sum(1 for p in paths if (c := _VALIDATED.get(str(p))) and c[1] == key) \
+    if cacheable and paths and sum(1 for p in paths if (c := _VALIDATED.get(str(p))) and c[1] == key) \
             > known + 100:  # worth saving: a later status then reads no file it has seen
         _save_summaries(config_dir, key, paths)
     duplicated = {i: [p for p, _ in entries] for i, entries in found.items() if len(entries) > 1}

@@ -270,7 +270,9 @@ def deferred_configs(sweep_dir: Path) -> dict[str, str]:
     except CorruptFileError:
         return {}
     waiting = data.get("configs", {}) if isinstance(data, dict) else {}
-    return {str(k): str(v) for k, v in waiting.items()} if isinstance(waiting, dict) else {}
+    if not isinstance(waiting, dict):
+        return {}
+    return {str(k): str(v.get("why", v) if isinstance(v, dict) else v) for k, v in waiting.items()}
 
 
 def state_of(r: Mapping[str, Any]) -> str:
