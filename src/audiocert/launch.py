@@ -57,6 +57,7 @@ from audiocert.shards import (
     KIND_MODULES,
     ConfigWork,
     ShardInventory,
+    has_results,
     inventory,
     known_shards,
     make_plan,
@@ -732,7 +733,7 @@ class SlurmLauncher(Launcher):
             elif done.get("submitted") or "deferred" in done:
                 results.append(outcome | {"submitted": True, **({"deferred": done["deferred"]} if "deferred" in done
                                                                  else {})})
-            elif (config_dir / "certificates.tsv").is_file() and (config_dir / "summary.json").is_file() and \
+            elif has_results(config_dir) and \
                     inventory(config_dir).complete:
                 results.append(outcome | {"summary": read_json(config_dir / "summary.json")})
             else:
@@ -743,7 +744,7 @@ class SlurmLauncher(Launcher):
                 if result.pop("submitted", False):
                     result.pop("deferred", None)
                     config_dir = Path(result["config_dir"])
-                    if (config_dir / "certificates.tsv").is_file():
+                    if has_results(config_dir):
                         result["summary"] = read_json(config_dir / "summary.json")
                     else:
                         result["error"] = "not reduced: " + (failure_summary(config_dir) or "see `audiocert status`")

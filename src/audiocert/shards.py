@@ -109,6 +109,20 @@ class WorkKind:
         return []
 
 
+def has_results(config_dir: str | Path, plan: Mapping[str, Any] | None = None) -> bool:
+    """Whether a config's reduced results are on disk: certificates.tsv and summary.json for certification,
+    summary.json (written last by their reducers) for the other kinds."""
+    config_dir = Path(config_dir)
+    kind = (plan or {}).get("kind") if plan is not None else None
+    if kind is None:
+        try:
+            kind = read_json(config_dir / PLAN_FILE).get("kind", "certify")
+        except (OSError, ValueError, AttributeError):
+            kind = "certify"
+    names = ("certificates.tsv", "summary.json") if kind == "certify" else ("summary.json",)
+    return all((config_dir / name).is_file() for name in names)
+
+
 KINDS: dict[str, WorkKind] = {}
 # Where the other kinds live (imported on first use: they sit in layers above this one).
 KIND_MODULES = {"attack": "audiocert.adversarial", "perceptibility": "audiocert.perceptibility"}

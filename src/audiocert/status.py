@@ -19,7 +19,7 @@ from typing import Any
 
 from audiocert.progress import progress
 from audiocert.provenance import CorruptFileError, read_json
-from audiocert.shards import PLAN_FILE, inventory, read_plan
+from audiocert.shards import PLAN_FILE, has_results, inventory, read_plan
 
 JOBS_FILE = "jobs.json"
 # A shard worker prints this marker and a JSON object when a shard fails for good, to its log as well as to
@@ -223,8 +223,8 @@ def config_status(config_dir: Path, queue: QueueView | None = None) -> dict[str,
     if found.missing:  # a failure whose record could not be written (a full disk) is still in its job's log
         failures += [f for f in failures_in_logs(logs.values(), config_dir)
                      if f.get("shard") in found.missing and f.get("shard") not in recorded]
-    has_results = (config_dir / "certificates.tsv").is_file() and (config_dir / "summary.json").is_file()
-    reduced = has_results and found.complete
+    results = has_results(config_dir, plan)
+    reduced = results and found.complete
     alive = "gone" if reduced else activity(config_dir, queue)
     eta = (samples_total - samples_done) / rate if alive == "alive" and rate and samples_done < samples_total else 0.0
     return {
@@ -233,7 +233,7 @@ def config_status(config_dir: Path, queue: QueueView | None = None) -> dict[str,
         "samples_per_busy_s": samples_done / busy if busy else 0.0, "busy_span_s": span, "eta_s": eta,
         "failed": failures, "invalid": {str(k): v for k, v in found.invalid.items()},
         "duplicated": {str(k): [str(p) for p in v] for k, v in found.duplicated.items()},
-        "reduced": reduced, "stale_results": has_results and not found.complete, "activity": alive,
+        "reduced": reduced, "stale_results": results and not found.complete, "activity": alive,
         "logs": logs if alive != "alive" and not reduced else {}, "rounds": rounds,
         "tasks": task_counts(jobs, queue), "deferred": None,
     }
@@ -280,7 +280,7 @@ def state_of(r: Mapping[str, Any]) -> str:
     if r["reduced"]:
         state = "reduced"
     elif r["stale_results"]:
-        state = "DAMAGED: certificates.tsv is older than what the shard files say now (see below); rerun the command"
+        state = "DAMAGED: its results are older than what the shard files say now (see below); rerun the command"
     elif r["failed"]:
         state = f"{len(r['failed'])} failed"
     elif r["done"] == r["total"] and r["activity"] != "alive":
