@@ -26,6 +26,7 @@ demo: $(VENV)/.installed
 	$(AUDIOCERT) train train.max_minutes=2.75 && \
 	$(AUDIOCERT) certify -m experiment=demo launcher=$(LAUNCHER) $(WAIT) && \
 	$(AUDIOCERT) attack -m experiment=demo smoothing.sigma=0.25 attack.points_per_speaker=1 launcher=$(LAUNCHER) $(WAIT) && \
+	$(AUDIOCERT) perceptibility -m experiment=demo smoothing.sigma=0.25 perceptibility.points_per_speaker=1 launcher=$(LAUNCHER) $(WAIT) && \
 	$(AUDIOCERT) report $(RUNS)/sweeps/demo && \
 	echo "demo finished in $$(( $$(date +%s) - start )) s; report: $(RUNS)/sweeps/demo/report/report.md"
 

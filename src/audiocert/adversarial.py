@@ -61,8 +61,10 @@ from audiocert.shards import (
     check_plan_consistency,
     cut_shards,
     inventory,
+    is_int,
     read_plan,
     register_kind,
+    select_points,
     shard_path,
 )
 from audiocert.stages import STAGES, WaveformBound
@@ -117,20 +119,6 @@ def attack_settings(config: Mapping[str, Any]) -> AttackSettings:
     return check_attack_settings(section, stage, STAGES)
 
 
-def attack_positions(plan: Mapping[str, Any], points_per_speaker: Any) -> list[int]:
-    """Positions in the certification plan's examples to attack: all of them, or the first k of each speaker."""
-    if points_per_speaker is None:
-        return list(range(len(plan["examples"])))
-    k = int(check_number(points_per_speaker, "attack.points_per_speaker", minimum=1, integer=True))
-    seen: dict[int, int] = {}
-    positions = []
-    for position, planned in enumerate(plan["inputs"]):
-        seen[planned["label"]] = seen.get(planned["label"], 0) + 1
-        if seen[planned["label"]] <= k:
-            positions.append(position)
-    return positions
-
-
 def attack_quantities(config: Mapping[str, Any], certify_quantities: Mapping[str, Any]) -> dict[str, Any]:
     """What determines an attack's results: the certification's quantities (the same f, g, points and streams)
     and, under "attack", the attack's settings with its budgets resolved; the attack config's hash is computed
@@ -144,9 +132,11 @@ def attack_quantities(config: Mapping[str, Any], certify_quantities: Mapping[str
                                  "eps": None if section["shard"].get("eps") is None else int(section["shard"]["eps"])}}}
 
 
-def make_attack_plan(cfg: DictConfig, certify_plan: Mapping[str, Any]) -> dict[str, Any]:
+def make_attack_plan(cfg: DictConfig, certify_plan: Mapping[str, Any], certify_dir: Path | None = None
+                     ) -> dict[str, Any]:
     """The attack plan of a config, on the points of its certification plan (``certify_plan``, as make_plan made
-    it: checked config, checkpoint digest, fingerprinted inputs)."""
+    it: checked config, checkpoint digest, fingerprinted inputs). The certification need not be reduced yet
+    (``certify_dir`` is not read): the reducer compares with its certificates when they exist."""
     config = OmegaConf.to_container(cfg, resolve=True)
     quantities = attack_quantities(config, certify_plan["quantities"])
     settings = quantities["attack"]
@@ -155,7 +145,10 @@ def make_attack_plan(cfg: DictConfig, certify_plan: Mapping[str, Any]) -> dict[s
         check_number(settings["shard"][field], f"attack.shard.{field}", minimum=1, integer=True)
     per_shard = settings["shard"]["eps"] or len(settings["eps"])
     check_number(per_shard, "attack.shard.eps", minimum=1, integer=True)
-    positions = attack_positions(certify_plan, settings["points_per_speaker"])
+    points = settings["points_per_speaker"]
+    if points is not None:
+        check_number(points, "attack.points_per_speaker", minimum=1, integer=True)
+    positions = select_points(certify_plan, points)
     groups = [(positions, {"eps": (lo, min(lo + per_shard, len(settings["eps"])))})
               for lo in range(0, len(settings["eps"]), per_shard)]
     shards = []
@@ -183,10 +176,6 @@ def attack_dirs(certify_dir: Path) -> list[Path]:
 # ----------------------------------------------------------------------------------------------------------
 # The kind: run, check, merge, reduce
 # ----------------------------------------------------------------------------------------------------------
-def _is_int(value: Any) -> bool:
-    return type(value) is int
-
-
 def _finite_list(values: Any, length: int, minimum: float = 0.0, integer: bool = False) -> bool:
     kinds = (int,) if integer else (int, float)
     return isinstance(values, list) and len(values) == length and all(
@@ -261,11 +250,11 @@ class AttackKind(WorkKind):
             if point.get("eps") != list(settings.eps):
                 return f"results of example {planned['index']} cover budgets {point.get('eps')}", None
             clean = point.get("clean_predict")
-            if not (_is_int(clean) and (clean == ABSTAIN or 0 <= clean < classes)):
+            if not (is_int(clean) and (clean == ABSTAIN or 0 <= clean < classes)):
                 return f"the clean PREDICT of example {planned['index']} is not a class or -1", None
             predict = point.get("predict")
             if not (isinstance(predict, list) and len(predict) == width and all(
-                    _is_int(c) and (c == ABSTAIN or 0 <= c < classes) for c in predict)):
+                    is_int(c) and (c == ABSTAIN or 0 <= c < classes) for c in predict)):
                 return f"PREDICT classes of example {planned['index']} are not {width} classes or -1", None
             smoothed = point.get("smoothed")
             if not isinstance(smoothed, dict):
@@ -283,13 +272,13 @@ class AttackKind(WorkKind):
             if settings.base:
                 base, base_class = point.get("base"), point.get("base_class")
                 if not (isinstance(base, dict) and _finite_list(base.get("l2"), width) and isinstance(base_class, list)
-                        and len(base_class) == width and all(_is_int(c) and 0 <= c < classes for c in base_class)):
+                        and len(base_class) == width and all(is_int(c) and 0 <= c < classes for c in base_class)):
                     return f"the attack on f of example {planned['index']} is missing or damaged", None
         delta = record.get("example_delta")
         if delta is not None:
             if not (isinstance(delta, dict) and isinstance(delta.get("file"), str) and "/" not in delta["file"]
                     and isinstance(delta.get("sha256"), str) and delta.get("position") in shard.examples
-                    and _is_int(delta.get("eps_index"))):
+                    and is_int(delta.get("eps_index"))):
                 return "example_delta is damaged", None
         return "", results
 
@@ -347,15 +336,10 @@ ATTACK = register_kind(AttackKind())
 def certificate_radii(plan: Mapping[str, Any], certify_dir: Path) -> dict[int, tuple[int, float]] | None:
     """dataset index -> (certified class or -1, radius) from the certification's certificates.tsv when the
     certification of exactly these quantities is reduced (None otherwise)."""
-    from audiocert.reducer import read_certificates  # the certification reducer, a sibling layer
+    from audiocert.reducer import planned_certificates  # the certification reducer, a sibling layer
 
-    try:
-        parent = read_plan(certify_dir)
-    except (OSError, ValueError):
-        return None
-    if parent["config_hash"] != plan["parent_hash"] or not (certify_dir / "certificates.tsv").is_file():
-        return None
-    return {r["idx"]: (r["predict"], r["radius"]) for r in read_certificates(certify_dir / "certificates.tsv")}
+    rows = planned_certificates(certify_dir, {"config_hash": plan["parent_hash"], "examples": plan["examples"]})
+    return None if rows is None else {idx: (r["predict"], r["radius"]) for idx, r in rows.items()}
 
 
 def budgets_in_certificate_space(plan: Mapping[str, Any]) -> tuple[np.ndarray | None, str]:

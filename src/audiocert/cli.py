@@ -30,6 +30,7 @@ SUBCOMMANDS: dict[str, str] = {
     "train": "train a base classifier (Hydra overrides: dataset=, model=, train.augment.stage=...)",
     "certify": "plan, shard and run Monte-Carlo certification; sweep with -m; reduce when done",
     "attack": "attack the smoothed classifier (and f) on the certified points; sweep with -m (conf/attack/)",
+    "perceptibility": "certified radii against what a listener hears (masking model, PESQ/STOI, imperceptible attack)",
     "reduce": "reduce a config directory (or every config of a sweep directory) by hand",
     "status": "shards done / total, samples/s, ETA and failed shards of a sweep directory",
     "report": "Markdown report with tables and figures from a sweep directory",
@@ -188,6 +189,12 @@ def task_attack(cfg) -> dict:
     return plan_config(cfg, "attack")
 
 
+def task_perceptibility(cfg) -> dict:
+    from audiocert.launch import plan_config
+
+    return plan_config(cfg, "perceptibility")
+
+
 def finisher(command: str) -> Callable[[Path], None]:
     """Run, submit or reduce what the Hydra jobs of ``command`` planned (``record``, written by
     launch.FinalizeSweep); exit 1 naming every config that was not completed."""
@@ -310,6 +317,7 @@ COMMANDS: dict[str, Callable[[list[str]], None]] = {
     "train": hydra_app("train", task_train),
     "certify": hydra_app("certify", task_certify, finisher("certify")),
     "attack": hydra_app("attack", task_attack, finisher("attack")),
+    "perceptibility": hydra_app("perceptibility", task_perceptibility, finisher("perceptibility")),
     "reduce": one_line_errors("reduce", cmd_reduce),
     "status": one_line_errors("status", cmd_status),
     "report": one_line_errors("report", cmd_report),

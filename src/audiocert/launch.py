@@ -930,7 +930,7 @@ def plan_config(cfg: DictConfig, work: str = "certify") -> dict[str, Any]:
     else:
         ensure_certify_plan(plan, config_dir)
         module = importlib.import_module(KIND_MODULES[work])
-        plan = module.make_kind_plan(cfg, plan)
+        plan = module.make_kind_plan(cfg, plan, config_dir)
         config_dir = module.kind_dir_for(config_dir, plan)
         config_lock(config_dir, wait=lock_wait, purpose=work)
         plan = write_plan(plan, config_dir)

@@ -48,6 +48,22 @@ def read_certificates(path: str | Path) -> list[dict[str, Any]]:
                 for r in csv.DictReader(handle, delimiter="\t")]
 
 
+def planned_certificates(certify_dir: str | Path, certify_plan: Mapping[str, Any]) -> dict[int, dict[str, Any]] | None:
+    """dataset index -> certificate row (predict, radius, ...) of the reduced certification in ``certify_dir``
+    when it is the certification of exactly ``certify_plan``'s config (its config hash) and covers all its points;
+    None otherwise (not certified yet, or certified under other settings)."""
+    certify_dir = Path(certify_dir)
+    try:
+        parent = read_plan(certify_dir)
+    except (OSError, ValueError):
+        return None
+    path = certify_dir / "certificates.tsv"
+    if parent["config_hash"] != certify_plan["config_hash"] or not path.is_file():
+        return None
+    rows = {r["idx"]: r for r in read_certificates(path)}
+    return rows if all(i in rows for i in certify_plan["examples"]) else None
+
+
 def radius_grid(max_radius: float, points: int = 200) -> np.ndarray:
     grid = np.unique(np.concatenate([np.linspace(0.0, max_radius * 1.05, points), REPORT_RADII]))
     return grid

@@ -1107,4 +1107,7 @@ def write_report(sweep_dirs: list[Path], output: Path | None = None, radii: Sequ
     from audiocert.robustness_report import robustness_section  # a section built on this module's helpers
 
     lines += robustness_section(complete, output)
+    from audiocert.perceptibility_report import perceptibility_section  # the same, for what a listener hears
+
+    lines += perceptibility_section(complete, output)
     return atomic_write_text(output_file(output, REPORT_FILE), "\n".join(lines))

@@ -554,8 +554,26 @@ def shard_path(config_dir: str | Path, config_hash: str, index: int) -> Path:
 
 
 
-def _is_int(value: Any) -> bool:
-    return type(value) is int  # bool is an int subclass: a count of True is no count
+def is_int(value: Any) -> bool:
+    """An integer read from JSON, not a boolean (bool is an int subclass: a count of True is no count)."""
+    return type(value) is int
+
+
+_is_int = is_int
+
+
+def select_points(plan: Mapping[str, Any], points_per_speaker: int | None) -> list[int]:
+    """Positions of a certification plan's examples that another kind of work covers: all of them (None), or the
+    first k of each speaker's (the same test points as the certification, fewer of them)."""
+    if points_per_speaker is None:
+        return list(range(len(plan["examples"])))
+    seen: dict[int, int] = {}
+    positions = []
+    for position, planned in enumerate(plan["inputs"]):
+        seen[planned["label"]] = seen.get(planned["label"], 0) + 1
+        if seen[planned["label"]] <= points_per_speaker:
+            positions.append(position)
+    return positions
 
 
 def _finite_numbers(values: Any, minimum: float = 0.0) -> bool:
