@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
+import json
 import os
 import random
+import shutil
 import struct
+import time
 import warnings
+from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
@@ -26,6 +30,7 @@ from audiocert.data import (
     scan_librispeech,
     split_utterances,
 )
+from audiocert.data.scan import SAMPLED_FILES
 
 SR = 16000
 SUBSET = "train-clean-360"
@@ -154,6 +159,188 @@ def test_corrupt_cache_is_ignored_and_rebuilt(corpus: Path):
     assert not m.from_cache and m == first
     assert _scan(corpus).from_cache  # rewritten
     assert not [p for p in Path(first.cache_path).parent.iterdir() if p.name.endswith(".tmp")]
+
+
+# A cache hit trusts what the cache recorded (directory mtimes, racy directories listed again, sampled files) and
+# does not stat every file; see audiocert.data.scan's module docstring.
+TREE_SPEAKERS, TREE_CHAPTERS, TREE_FILES = 8, 2, 12  # 192 files: well above the sampled files + directories
+
+
+def _tree(tmp_path: Path, backdate: bool = True) -> Path:
+    """LibriSpeech/<SUBSET> with TREE_SPEAKERS x TREE_CHAPTERS x TREE_FILES 1-second FLAC copies (distinct
+    inodes, so a file rewritten in place changes only itself). ``backdate``: every file and directory an hour
+    old, as a corpus extracted long ago (then no directory is within the racy window of the first scan)."""
+    root = tmp_path / "LibriSpeech"
+    source = tmp_path / "source.flac"
+    sf.write(source, _audio(SR, 0), SR, format="FLAC", subtype="PCM_16")
+    for s in range(TREE_SPEAKERS):
+        for c in range(TREE_CHAPTERS):
+            d = root / SUBSET / str(200 + s) / str(10 + c)
+            d.mkdir(parents=True)
+            for u in range(TREE_FILES):
+                shutil.copyfile(source, d / f"{200 + s}-{10 + c}-{u:04d}.flac")
+    if backdate:
+        _backdate(root)
+    return root
+
+
+def _backdate(root: Path, seconds: float = 3600) -> None:
+    old = time.time_ns() - int(seconds * 1e9)
+    for path in sorted(root.rglob("*"), key=lambda p: -len(p.parts)):  # children first: utime keeps dir mtimes
+        os.utime(path, ns=(old, old))
+    os.utime(root / SUBSET, ns=(old, old))
+
+
+def _sampled(manifest: Manifest) -> set[str]:
+    """utt_ids of the files a cache hit checks one by one (recorded in the cache file)."""
+    trust = json.loads(Path(manifest.cache_path).read_text())["trust"]
+    return {utt_id for _, _, utt_id, _, _ in trust["sample"]}
+
+
+def _first_file(root: Path) -> Path:
+    """The first file in sorted order: always one of the sampled files."""
+    return root / SUBSET / "200" / "10" / "200-10-0000.flac"
+
+
+@contextmanager
+def _counting_stats():
+    """Counts every stat of a file or directory made through os.stat / os.lstat (Path.stat, os.path.isfile, ...)
+    and os.scandir's DirEntry.stat."""
+    calls = {"stat": 0}
+    real_stat, real_lstat, real_scandir = os.stat, os.lstat, os.scandir
+
+    def stat(*a, **k):
+        calls["stat"] += 1
+        return real_stat(*a, **k)
+
+    def lstat(*a, **k):
+        calls["stat"] += 1
+        return real_lstat(*a, **k)
+
+    class Entry:
+        def __init__(self, entry):
+            self._entry = entry
+
+        def __getattr__(self, name):
+            return getattr(self._entry, name)
+
+        def stat(self, *a, **k):
+            calls["stat"] += 1
+            return self._entry.stat(*a, **k)
+
+    @contextmanager
+    def scandir(*a, **k):
+        with real_scandir(*a, **k) as it:
+            yield (Entry(e) for e in it)
+
+    os.stat, os.lstat, os.scandir = stat, lstat, scandir
+    try:
+        yield calls
+    finally:
+        os.stat, os.lstat, os.scandir = real_stat, real_lstat, real_scandir
+
+
+def test_manifest_cache_hit_does_not_stat_every_file(tmp_path: Path):
+    root = _tree(tmp_path)
+    files = TREE_SPEAKERS * TREE_CHAPTERS * TREE_FILES
+    with _counting_stats() as miss:
+        assert not _scan(root).from_cache
+    assert miss["stat"] >= files  # a full scan stats every file (its size)
+    with _counting_stats() as hit:
+        m = _scan(root)
+    assert m.from_cache and len(m.utterances) == files
+    # one stat per speaker and chapter directory and per sampled file, plus a few for root, subset, SPEAKERS.TXT
+    # and the cache file itself
+    directories = TREE_SPEAKERS * (1 + TREE_CHAPTERS)
+    assert hit["stat"] <= directories + SAMPLED_FILES + 10 < files
+
+
+@pytest.mark.parametrize("change", ["add", "remove", "rename"])
+def test_manifest_cache_invalidated_by_file_changes(tmp_path: Path, change: str):
+    root = _tree(tmp_path)
+    first = _scan(root)
+    chapter = root / SUBSET / "203" / "11"
+    victim = chapter / "203-11-0005.flac"
+    assert victim.stem not in _sampled(first)  # the directory's mtime must tell
+    if change == "add":
+        shutil.copyfile(victim, chapter / "203-11-0099.flac")
+    elif change == "remove":
+        victim.unlink()
+    else:
+        victim.rename(chapter / "203-11-0077.flac")
+    m = _scan(root)
+    assert not m.from_cache
+    on_disk = sorted(str(p) for p in (root / SUBSET).rglob("*.flac"))
+    assert sorted(u.path for u in m.utterances) == on_disk != sorted(u.path for u in first.utterances)
+    assert _scan(root).from_cache
+
+
+@pytest.mark.parametrize("change", ["add speaker", "remove speaker", "rename speaker", "add chapter",
+                                    "remove chapter", "rename chapter"])
+def test_manifest_cache_invalidated_by_directory_changes(tmp_path: Path, change: str):
+    root = _tree(tmp_path)
+    assert len(_scan(root).speakers) == TREE_SPEAKERS
+    subset = root / SUBSET
+    if change == "add speaker":
+        shutil.copytree(subset / "203", subset / "299")
+        for p in (subset / "299").rglob("*.flac"):
+            p.rename(p.with_name(p.name.replace("203-", "299-")))
+    elif change == "remove speaker":
+        shutil.rmtree(subset / "203")
+    elif change == "rename speaker":
+        (subset / "203").rename(subset / "298")
+    elif change == "add chapter":
+        (subset / "203" / "12").mkdir()
+        shutil.copyfile(_first_file(root), subset / "203" / "12" / "203-12-0000.flac")
+    elif change == "remove chapter":
+        shutil.rmtree(subset / "203" / "11")
+    else:
+        (subset / "203" / "11").rename(subset / "203" / "13")
+    if change.startswith("rename"):  # a rescan, not the cache, finds the names no longer match their directories
+        with pytest.raises(DatasetLayoutError):
+            _scan(root)
+        return
+    m = _scan(root)
+    assert not m.from_cache
+    on_disk = sorted(str(p) for p in subset.rglob("*.flac"))
+    assert sorted(u.path for u in m.utterances) == on_disk
+    assert m.speakers == sorted(int(p.name) for p in subset.iterdir())
+
+
+@pytest.mark.parametrize("change", ["size", "mtime"])
+def test_manifest_cache_invalidated_when_a_sampled_file_changes_in_place(tmp_path: Path, change: str):
+    root = _tree(tmp_path)
+    assert _scan(root).from_cache is False
+    path = _first_file(root)
+    directory_mtime = path.parent.stat().st_mtime_ns
+    if change == "size":  # rewritten in place (same inode): its directory does not change
+        sf.write(path, _audio(SR + 4000, 1), SR, format="FLAC", subtype="PCM_16")
+    else:
+        os.utime(path, ns=(time.time_ns(), time.time_ns()))
+    assert path.parent.stat().st_mtime_ns == directory_mtime
+    m = _scan(root)
+    assert not m.from_cache
+    (u,) = [u for u in m.utterances if u.path == str(path)]
+    assert u.num_frames == (SR + 4000 if change == "size" else SR)
+
+
+def test_racy_directory_is_listed_again(tmp_path: Path):
+    """A directory changed within the same timestamp tick as its recorded mtime looks unchanged; one that was
+    changed just before the scan listed it is listed again on a hit, so such a change is still caught."""
+    root = _tree(tmp_path)
+    chapter = root / SUBSET / "205" / "10"
+    now = time.time_ns()
+    os.utime(chapter, ns=(now, now))  # changed just now: racy when the scan lists it
+    assert not _scan(root).from_cache
+    hit = _scan(root)  # listed again, unchanged
+    assert hit.from_cache
+    recorded = chapter.stat().st_mtime_ns
+    victim = chapter / "205-10-0004.flac"
+    assert victim.stem not in _sampled(hit)  # neither the mtime nor the sample can tell: only the listing
+    victim.unlink()
+    os.utime(chapter, ns=(recorded, recorded))  # as if the removal fell in the recorded tick
+    m = _scan(root)
+    assert not m.from_cache and len(m.utterances) == TREE_SPEAKERS * TREE_CHAPTERS * TREE_FILES - 1
 
 
 def test_missing_root_explains_how_to_get_data(tmp_path: Path):

@@ -18,6 +18,7 @@ Shards already done (their counts file validates) are never submitted again, so 
 from __future__ import annotations
 
 import functools
+import gc
 import importlib
 import logging
 import os
@@ -39,7 +40,6 @@ from omegaconf import DictConfig, OmegaConf, open_dict
 
 from audiocert.devices import resolve_device
 from audiocert.locks import ConfigBusyError, acquire, held, lock_key, locked, release
-from audiocert.prepare import ensure_dataset
 from audiocert.progress import progress
 from audiocert.provenance import CorruptFileError, atomic_write_json, check_safe_name, read_json, seal, seal_problem
 from audiocert.reducer import reduce_config
@@ -115,6 +115,7 @@ class ShardWorker(submitit.helpers.Checkpointable):
                  show_progress: bool = False, parent: tuple[int, float | None] | None = None) -> dict:
         if parent is not None:
             watch_parent(*parent)
+        gc.freeze()  # what the imports made is permanent: collections no longer walk torch's 300k objects
         started = time.monotonic()
         set_threads(threads)
         configs: dict[str, ConfigWork] = {}
@@ -919,6 +920,8 @@ def plan_config(cfg: DictConfig, work: str = "certify") -> dict[str, Any]:
     if cfg.get("inherit_dataset", True):
         if inherited := inherit_dataset(cfg, command_line_keys()):
             log.info("inherited from checkpoint %s (its training config): %s", cfg.checkpoint, ", ".join(inherited))
+    from audiocert.prepare import ensure_dataset  # the corpus synthesis imports scipy.signal: not for workers
+
     ensure_dataset(cfg.dataset)
     sweep_dir = Path(cfg.sweep.dir)
     plan = make_plan(cfg)

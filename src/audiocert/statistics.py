@@ -12,13 +12,21 @@ No torch here: counts in, numbers out.
 from __future__ import annotations
 
 from collections.abc import Sequence
+from types import ModuleType
 
 import numpy as np
-from scipy.stats import beta, binom, binomtest, norm
 
 ABSTAIN = -1
 # The radii the report's tables ask about ("is R >= r?"), in the units of the smoothing stage.
 REPORT_RADII: tuple[float, ...] = (0.01, 0.05, 0.25, 0.5, 0.75, 1.0, 1.25, 1.5)
+
+
+def _stats() -> ModuleType:
+    """scipy.stats, imported on first use: 0.6 s of every process's start-up that a shard worker, which only
+    counts, never needs."""
+    import scipy.stats
+
+    return scipy.stats
 
 
 def check_alpha(alpha: float) -> None:
@@ -40,7 +48,7 @@ def lower_confidence_bounds(k: np.ndarray, n: np.ndarray, alpha: float | np.ndar
     0 where k = 0. The caller checks the arguments (0 <= k <= n, n >= 1, alpha in (0, 1/2))."""
     k, n = np.asarray(k, dtype=np.int64), np.asarray(n, dtype=np.int64)
     with np.errstate(invalid="ignore", divide="ignore"):
-        bound = beta.ppf(alpha, np.maximum(k, 1), n - k + 1)
+        bound = _stats().beta.ppf(alpha, np.maximum(k, 1), n - k + 1)
     return np.where(k == 0, 0.0, bound).astype(float)
 
 
@@ -49,13 +57,13 @@ def upper_confidence_bounds(k: np.ndarray, n: np.ndarray, alpha: float | np.ndar
     k = n."""
     k, n = np.asarray(k, dtype=np.int64), np.asarray(n, dtype=np.int64)
     with np.errstate(invalid="ignore", divide="ignore"):
-        bound = beta.ppf(1.0 - np.asarray(alpha, dtype=float), k + 1, np.maximum(n - k, 1))
+        bound = _stats().beta.ppf(1.0 - np.asarray(alpha, dtype=float), k + 1, np.maximum(n - k, 1))
     return np.where(k == n, 1.0, bound).astype(float)
 
 
 def radius_from_lower_bound(p_lower: float, sigma: float) -> float:
     """Certified L2 radius sigma * Phi^-1(pA_lower) (meaningful for pA_lower >= 1/2)."""
-    return float(sigma * norm.ppf(p_lower))
+    return float(sigma * _stats().norm.ppf(p_lower))
 
 
 def max_certifiable_radius(sigma: float, n: int, alpha: float) -> float:
@@ -74,7 +82,7 @@ def fewest_samples_to_certify(radius: float, sigma: float, alpha: float) -> int:
     check_alpha(alpha)
     if not radius > 0 or not sigma > 0:
         raise ValueError(f"radius={radius} and sigma={sigma} must be positive")
-    p0 = float(norm.cdf(radius / sigma))
+    p0 = float(_stats().norm.cdf(radius / sigma))
     m = int(np.ceil(np.log(alpha) / np.log(p0)))
     return m - 1 if m > 1 and p0 ** (m - 1) <= alpha else m  # guard the rounding of the ratio
 
@@ -106,7 +114,7 @@ def predict_p_value(c1: int, c2: int) -> float:
     """Two-sided binomial test p-value of c1 successes out of c1 + c2 at p = 1/2."""
     if c1 + c2 == 0:
         return 1.0
-    return float(binomtest(int(c1), int(c1 + c2), 0.5).pvalue)
+    return float(_stats().binomtest(int(c1), int(c1 + c2), 0.5).pvalue)
 
 
 def predict_p_values(c1: np.ndarray, c2: np.ndarray, alpha: float | np.ndarray | None = None) -> np.ndarray:
@@ -116,7 +124,8 @@ def predict_p_values(c1: np.ndarray, c2: np.ndarray, alpha: float | np.ndarray |
     decisions are exactly those of binomtest whatever the floating-point path."""
     c1, c2 = np.asarray(c1, dtype=np.int64), np.asarray(c2, dtype=np.int64)
     n = c1 + c2
-    values = np.where(n == 0, 1.0, np.minimum(1.0, 2.0 * binom.cdf(np.minimum(c1, c2), np.maximum(n, 1), 0.5)))
+    tail = _stats().binom.cdf(np.minimum(c1, c2), np.maximum(n, 1), 0.5)
+    values = np.where(n == 0, 1.0, np.minimum(1.0, 2.0 * tail))
     if alpha is not None:
         alpha = np.broadcast_to(np.asarray(alpha, dtype=float), values.shape)
         for i in np.flatnonzero(np.abs(values - alpha) <= 1e-9 * alpha):
@@ -172,7 +181,7 @@ def certify_many(selection: np.ndarray, estimation: np.ndarray, alpha: float | n
     k = estimation[np.arange(top.size), top]
     p_lower = lower_confidence_bounds(k, estimation.sum(axis=1), alpha)
     certified = p_lower >= 0.5
-    radius = np.where(certified, sigma * norm.ppf(np.where(certified, p_lower, 0.5)), 0.0)
+    radius = np.where(certified, sigma * _stats().norm.ppf(np.where(certified, p_lower, 0.5)), 0.0)
     return np.where(certified, top, ABSTAIN), radius, p_lower
 
 
