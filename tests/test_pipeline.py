@@ -261,7 +261,8 @@ def test_sequential_rounds_agree_across_executors_cost_less_and_resume_after_a_k
     assert not (killed / "certificates.tsv").exists()
     resumed = run_cli(args, runs)
     # The progress bar names the round it runs (the sweep's, not this process's first pass).
-    first_bar = next(line for line in resumed.stderr.replace("\r", "\n").splitlines() if "shards done" in line)
+    output = (resumed.stderr + resumed.stdout).replace("\r", "\n")
+    first_bar = next(line for line in output.splitlines() if "shards done" in line)
     assert "shards done (round" in first_bar, first_bar
     assert read_certs(killed) == read_certs(debug)
     # Every shard file is one planned shard (none written twice under another name, none left over).

@@ -482,12 +482,15 @@ def submission_config(config_dir: Path, plan: Mapping[str, Any], given: Mapping[
 
 
 def submit_configs(config_dirs: Sequence[Path], sweep_dir: Path,
-                   configs: Mapping[str, Mapping[str, Any]] | None = None) -> dict[str, dict[str, Any]]:
+                   configs: Mapping[str, Mapping[str, Any]] | None = None,
+                   from_command: bool = False) -> dict[str, dict[str, Any]]:
     """Submit what each config needs now within the site limits: its missing shards (or its next round), or a
     reduction. One queue look and one capacity for all; configs that do not fit are recorded in deferred.json for
     a later pass (a dependent job, `certify --wait`, or a rerun). ``configs``: config_dir -> the resolved config
-    to submit with (the running command's; see submission_config). Returns config_dir -> outcome ('submitted',
-    'deferred' or 'error', or 'ready' for a config that needed no job)."""
+    to submit with (the running command's; see submission_config). ``from_command``: a user's command (it
+    resubmits shards whose jobs ended without a result: the user reran it to retry them); from a dependent job it
+    refuses them instead, since that job runs only after its tasks exited 0 and resubmitting would loop. Returns
+    config_dir -> outcome ('submitted', 'deferred' or 'error', or 'ready' for a config that needed no job)."""
     outcomes: dict[str, dict[str, Any]] = {}
     configs = configs or {}
     with sweep_lock(sweep_dir):
@@ -516,7 +519,8 @@ def submit_configs(config_dirs: Sequence[Path], sweep_dir: Path,
                         continue
                     previous = read_jobs(config_dir)
                     name, _ = job_names(plan)
-                    if ended := ended_without_result(previous, pending, queue.live(name)):
+                    ended = [] if from_command else ended_without_result(previous, pending, queue.live(name))
+                    if ended:
                         raise RuntimeError(
                             f"shard(s) {ended} ran in SLURM job(s) that ended without a valid result, so they are "
                             f"not submitted again. {inventory(config_dir, plan).problems(Path(config_dir))}\nLogs: "
@@ -721,7 +725,7 @@ class SlurmLauncher(Launcher):
     def finish(self) -> list[dict[str, Any]]:
         sweep_dir = Path(self.entries[0]["sweep_dir"])
         outcomes = submit_configs([Path(e["config_dir"]) for e in self.entries], sweep_dir,
-                                  {e["config_dir"]: e["config"] for e in self.entries})
+                                  {e["config_dir"]: e["config"] for e in self.entries}, from_command=True)
         for entry in self.entries:  # submitted: from here on the configs' own dependent jobs take their locks
             release(entry["config_dir"])
         results = []

@@ -302,7 +302,7 @@ def state_of(r: Mapping[str, Any]) -> str:
 def format_status(directory: str | Path, rows: list[dict[str, Any]] | None = None) -> str:
     rows = rows if rows is not None else sweep_status(directory)
     width = max(len(r["label"]) for r in rows)
-    lines = [f"{'config':<{width}}  {'shards':>11}  {'samples/s':>10}  {'per task':>9}  {'ETA':>7}  state"]
+    lines = [f"{'config':<{width}}  {'shards':>11}  {'samples/s':>10}  {'per-task':>9}  {'ETA':>7}  state"]
     for r in rows:
         eta = format_duration(r["eta_s"]) if r["eta_s"] else "-"
         lines.append(f"{r['label']:<{width}}  {r['done']:>5}/{r['total']:<5}  {r['samples_per_s']:>10.1f}  "
@@ -320,7 +320,7 @@ def format_status(directory: str | Path, rows: list[dict[str, Any]] | None = Non
     total = sum(r["total"] for r in rows)
     lines.append(f"{len(rows)} config(s), {done}/{total} shards done, "
                  f"{sum(r['reduced'] for r in rows)} reduced. samples/s: while the config's shards computed "
-                 "(all workers); per task: one worker's rate")
+                 "(all workers); per-task: one worker's rate")
     return "\n".join(lines)
 
 
