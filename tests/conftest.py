@@ -58,6 +58,28 @@ def trained(tiny_corpus, tmp_path_factory) -> dict:
     return {"runs": runs, "overrides": overrides, "dir": out, "metrics": json.loads((out / "metrics.json").read_text())}
 
 
+def local_workers(sweep_dir: Path) -> list[str]:
+    """PIDs of the local workers (submitit LocalExecutor jobs) of the sweep in ``sweep_dir``."""
+    import subprocess
+
+    logs = sweep_dir / "logs" / "local"
+    return subprocess.run(["pgrep", "-f", str(logs)], capture_output=True, text=True).stdout.split()
+
+
+def kill_with_orphans(parent, sweep_dir: Path, timeout: float = 30.0) -> None:
+    """SIGKILL a local `audiocert` command (``parent``, a Popen) and wait until its workers have noticed and stopped
+    (they poll for their parent about once a second, and may finish the shard in hand meanwhile)."""
+    import signal
+    import time
+
+    parent.send_signal(signal.SIGKILL)
+    parent.wait()
+    deadline = time.time() + timeout
+    while local_workers(sweep_dir) and time.time() < deadline:
+        time.sleep(0.2)
+    assert not local_workers(sweep_dir), f"workers of {sweep_dir} outlived the killed command"
+
+
 def certify_overrides(trained: dict, sweep: str, *extra: str) -> list[str]:
     return [*trained["overrides"], f"sweep.name={sweep}", "certify.points_per_speaker=2", "certify.n0=20",
             "certify.n=60", "certify.shard.examples=4", "certify.shard.samples=30", "certify.batch_size=50",

@@ -7,14 +7,13 @@ from __future__ import annotations
 import csv
 import json
 import os
-import signal
 import subprocess
 import sys
 import time
 from pathlib import Path
 
 import pytest
-from conftest import REPO, certify_overrides, run_cli
+from conftest import REPO, certify_overrides, kill_with_orphans, run_cli
 from test_trust import mounted_tmpfs
 
 from audiocert.shards import PLAN_FILE
@@ -110,8 +109,7 @@ def test_killed_attack_resumes_without_recomputing_and_a_failed_shard_fails_the_
     while len(list(runs.glob(f"sweeps/{sweep}/*/attack-*/shards/*.json"))) < 2:
         assert parent.poll() is None and time.time() < deadline, "the attack ended or stalled before 2 shards"
         time.sleep(0.2)
-    parent.send_signal(signal.SIGKILL)
-    parent.wait()
+    kill_with_orphans(parent, runs / "sweeps" / sweep)
     directory = attack_dir(runs, sweep)
     done = {p.name: p.stat().st_mtime_ns for p in (directory / "shards").glob("*.json")}
     assert 2 <= len(done) < 8 and not (directory / "summary.json").exists()

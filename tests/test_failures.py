@@ -7,7 +7,6 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import signal
 import subprocess
 import sys
 import time
@@ -16,7 +15,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import soundfile
-from conftest import REPO, certify_overrides, read_certs, run_cli
+from conftest import REPO, certify_overrides, kill_with_orphans, local_workers, read_certs, run_cli
 from test_trust import mounted_tmpfs
 
 from audiocert.shards import PLAN_FILE
@@ -141,23 +140,12 @@ def test_killing_the_sweep_leaves_no_workers_and_status_says_stopped(trained):
     env = {**os.environ, "AUDIOCERT_RUNS_DIR": str(runs)}
     parent = subprocess.Popen([sys.executable, "-m", "audiocert.cli", *args], cwd=REPO, env=env,
                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
-    logs = runs / "sweeps" / sweep / "logs" / "local"
     deadline = time.time() + 300
     while not list(runs.glob(f"sweeps/{sweep}/*/shards/*.json")):
         assert parent.poll() is None and time.time() < deadline, "the sweep ended or stalled before any shard"
         time.sleep(0.5)
-
-    def workers() -> list[str]:
-        out = subprocess.run(["pgrep", "-f", str(logs)], capture_output=True, text=True).stdout
-        return out.split()
-
-    assert workers(), "no local worker found to orphan"
-    parent.send_signal(signal.SIGKILL)
-    parent.wait()
-    deadline = time.time() + 30
-    while workers() and time.time() < deadline:
-        time.sleep(0.5)
-    assert not workers(), "workers outlived the killed `audiocert certify`"
+    assert local_workers(runs / "sweeps" / sweep), "no local worker found to orphan"
+    kill_with_orphans(parent, runs / "sweeps" / sweep)  # fails if the workers outlive it
     status = run_cli(["status", str(runs / "sweeps" / sweep)], runs).stdout
     assert "stopped" in status and "running" not in status and "log:" in status, status
     header, row = status.splitlines()[0], next(line for line in status.splitlines() if "stopped" in line)

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from conftest import certify_overrides, read_certs, run_cli
+from conftest import certify_overrides, kill_with_orphans, read_certs, run_cli
 
 from audiocert.provenance import atomic_write_sealed
 from audiocert.reducer import reduce_config
@@ -214,7 +214,6 @@ def test_sequential_rounds_agree_across_executors_cost_less_and_resume_after_a_k
     """Rounds of shards give the same certificates under every executor and after `kill -9` at any round, with
     fewer forward passes than Cohen's fixed n; each (point, phase) is one prefix of its noise stream."""
     import os
-    import signal
     import subprocess
     import sys
     import time
@@ -255,8 +254,7 @@ def test_sequential_rounds_agree_across_executors_cost_less_and_resume_after_a_k
     while not list(runs.glob("sweeps/seq-killed/*/rounds/001.json")):
         assert parent.poll() is None and time.time() < deadline, "the sweep ended or stalled before round 1"
         time.sleep(0.2)
-    parent.send_signal(signal.SIGKILL)
-    parent.wait()
+    kill_with_orphans(parent, runs / "sweeps" / "seq-killed")
     [killed] = config_dirs(runs / "sweeps" / "seq-killed")
     assert not (killed / "certificates.tsv").exists()
     resumed = run_cli(args, runs)
