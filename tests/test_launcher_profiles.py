@@ -62,3 +62,14 @@ def test_slurm_gpu_profile_takes_site_overrides():
         "gpu", "proj", 2, ["module load cuda"])
     with pytest.raises(ValueError, match="launcher.task_minutes=90"):
         check_launcher_config(_launcher("launcher=slurm_gpu", "launcher.task_minutes=90"))
+
+
+def test_a_relative_runs_directory_becomes_absolute_so_jobs_and_later_commands_name_the_same_files(monkeypatch,
+                                                                                                  tmp_path):
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("AUDIOCERT_RUNS_DIR", "my-runs")
+    cfg = _compose("sweep.name=s")
+    assert cfg.paths.runs_dir == str(tmp_path / "my-runs")
+    assert cfg.sweep.dir == str(tmp_path / "my-runs" / "sweeps" / "s")
+    monkeypatch.setenv("AUDIOCERT_RUNS_DIR", "~/elsewhere")
+    assert _compose().paths.runs_dir == str(Path.home() / "elsewhere")

@@ -258,6 +258,33 @@ def test_a_sweep_larger_than_the_site_limits_completes_within_them(small_limits,
     assert not json.loads((runs / "sweeps" / "slurm-limits" / "deferred.json").read_text())["configs"]
 
 
+def test_configs_without_room_and_nobody_to_submit_them_fail_and_status_shows_them_waiting(cluster, trained):
+    """The user's own cap is full (a job of theirs outside the sweep): nothing of the sweep can go out, and no
+    dependent job of it would submit it later, so the command fails saying so; `status` (given a relative path)
+    says the configs wait for submission; with room again, a rerun completes them."""
+    runs, sweep = trained["runs"], "slurm-no-room"
+    blocker = subprocess.run(["sbatch", "--hold", "--parsable", "-J", "not-this-sweep", "--wrap", "true"],
+                             capture_output=True, text=True, check=True).stdout.strip().split(";")[0]
+    def args(*extra: str) -> list[str]:
+        return ["certify", "-m", *certify_overrides(trained, sweep, "launcher=slurm", *extra, *SWEEP)]
+
+    try:
+        failed = run_cli(args("launcher.max_submitted=2"), runs, check=False)
+        relative = os.path.relpath(runs / "sweeps" / sweep, REPO)  # run_cli runs from REPO
+        status = run_cli(["status", relative], runs).stdout
+    finally:
+        subprocess.run(["scancel", blocker], check=True)
+    assert failed.returncode != 0, failed.stdout[-2000:]
+    assert "no job of the sweep is queued to submit it later" in failed.stderr, failed.stderr[-3000:]
+    assert "launcher.max_submitted" in failed.stderr
+    dirs = config_dirs(runs / "sweeps" / sweep)
+    assert len(dirs) == 2 and not any((d / "shards").exists() and any((d / "shards").iterdir()) for d in dirs)
+    assert status.count("waiting for submission") == 2, status
+    run_cli(args("launcher.wait=true"), runs)
+    assert all((d / "certificates.tsv").is_file() for d in dirs)
+    assert not json.loads((runs / "sweeps" / sweep / "deferred.json").read_text())["configs"]
+
+
 def sbatch_wrapper(tmp_path: Path, body: str) -> dict[str, str]:
     """An `sbatch` first on PATH that runs ``body`` (bash; $n is this call's number, $script the batch script)
     and then the real sbatch; returns the environment to run the CLI with."""

@@ -41,7 +41,7 @@ from omegaconf import DictConfig, OmegaConf, open_dict
 from audiocert.devices import resolve_device
 from audiocert.locks import ConfigBusyError, acquire, held, lock_key, locked, release
 from audiocert.progress import progress
-from audiocert.provenance import CorruptFileError, atomic_write_json, check_safe_name, read_json, seal, seal_problem
+from audiocert.provenance import CorruptFileError, atomic_write_json, check_safe_name, read_json, seal
 from audiocert.reducer import reduce_config
 from audiocert.scheduling import (
     check_launcher_config,
@@ -72,6 +72,8 @@ from audiocert.status import (
     failure_summary,
     format_status,
     process_start_time,
+    read_deferred,
+    sweep_jobs_alive,
     wait_for_configs,
 )
 from audiocert.tracking import ConfigRun, log_config_run, open_config_run
@@ -450,19 +452,6 @@ def job_names(plan: Mapping[str, Any]) -> tuple[str, str]:
 DEFERRED_FILE = "deferred.json"
 
 
-def read_deferred(sweep_dir: Path) -> dict[str, Any]:
-    """config_dir -> {why it waits, the config to submit it with}, of the sweep's configs not submitted yet."""
-    path = Path(sweep_dir) / DEFERRED_FILE
-    try:
-        data = read_json(path) if path.is_file() else {}
-    except CorruptFileError:
-        return {}
-    if seal_problem(data):
-        return {}
-    waiting = data.get("configs", {})
-    return {str(k): v for k, v in waiting.items()} if isinstance(waiting, dict) else {}
-
-
 def write_deferred(sweep_dir: Path, waiting: Mapping[str, Any]) -> None:
     atomic_write_json(Path(sweep_dir) / DEFERRED_FILE, seal({"configs": dict(waiting), "updated_at": time.time()}))
 
@@ -474,7 +463,7 @@ def submission_config(config_dir: Path, plan: Mapping[str, Any], given: Mapping[
     with a corrected partition or account must be submitted with them, not with the plan's."""
     if given is not None:
         return dict(given)
-    entry = waiting.get(str(config_dir))
+    entry = waiting.get(os.path.abspath(config_dir))
     if isinstance(entry, dict) and isinstance(entry.get("config"), dict):
         return entry["config"]
     previous = read_jobs(config_dir).get("config")
@@ -514,7 +503,7 @@ def submit_configs(config_dirs: Sequence[Path], sweep_dir: Path,
                 with config_lock(config_dir, wait=True, purpose="submitting"):
                     pending = next_work(config_dir, plan)
                     if not pending:
-                        waiting.pop(str(config_dir), None)
+                        waiting.pop(os.path.abspath(config_dir), None)
                         outcomes[str(config_dir)] = {"ready": True}
                         continue
                     previous = read_jobs(config_dir)
@@ -532,15 +521,15 @@ def submit_configs(config_dirs: Sequence[Path], sweep_dir: Path,
                     record = submit_slurm(OmegaConf.create(chosen[config_dir]), config_dir, plan, pending, capacity,
                                           queue, left)
                     sweep_tasks += record.get("new_tasks", 0)
-                    waiting.pop(str(config_dir), None)
+                    waiting.pop(os.path.abspath(config_dir), None)
                     outcomes[str(config_dir)] = {"submitted": True}
             except SubmissionDeferred as why:
-                waiting[str(config_dir)] = {"why": str(why), "config": chosen[config_dir]}
+                waiting[os.path.abspath(config_dir)] = {"why": str(why), "config": chosen[config_dir]}
                 outcomes[str(config_dir)] = {"deferred": str(why)}
                 log.warning("%s: waits for submission: %s", config_dir, why)
             except Exception as error:
                 log.error("%s: submission failed: %s", config_dir, error)
-                waiting.pop(str(config_dir), None)
+                waiting.pop(os.path.abspath(config_dir), None)
                 outcomes[str(config_dir)] = {"error": f"{error}"}
         write_deferred(sweep_dir, waiting)
     return outcomes
@@ -743,6 +732,14 @@ class SlurmLauncher(Launcher):
                 results.append(outcome | {"summary": read_json(config_dir / "summary.json")})
             else:
                 results.append(finalize_entry(entry))
+        if not self.launcher.get("wait", False) and any(r.get("deferred") for r in results) \
+                and not sweep_jobs_alive(sweep_dir):
+            for result in results:  # nothing of the sweep is queued, so no dependent job will submit them later
+                if result.get("deferred"):
+                    result.pop("submitted")
+                    result["error"] = (f"not submitted: {result.pop('deferred')}, and no job of the sweep is queued to "
+                                       "submit it later; rerun when the queue has room, or with "
+                                       "launcher.wait=true (which submits as room frees up)")
         if self.launcher.get("wait", False):
             self.wait([Path(r["config_dir"]) for r in results if r.get("submitted")])
             for result in results:
@@ -917,6 +914,8 @@ def plan_config(cfg: DictConfig, work: str = "certify") -> dict[str, Any]:
     directory inside the certification's, whose plan is written as `certify` would write it.
     """
     check_launcher_config(OmegaConf.to_container(cfg.launcher, resolve=True))
+    with open_dict(cfg):  # jobs.json, deferred.json and SLURM jobs name configs by path: one spelling, absolute
+        cfg.sweep.dir = os.path.abspath(os.path.expanduser(str(cfg.sweep.dir)))
     kind = cfg.launcher.name
     if kind == "slurm":
         check_slurm_available()
@@ -1024,17 +1023,22 @@ def report_outcomes(results: Sequence[Mapping[str, Any]], sweep_dir: str | Path)
                       f"abstain {s['abstain_fraction']:.3f} -> {result['config_dir']}")
             else:
                 print(f"{s['kind']} {s['label']}: {outcome_line(s)} -> {result['config_dir']}")
+        elif result.get("deferred"):
+            print(f"planned {result['label']} -> {result['config_dir']}: waits for room under the site limits "
+                  f"({result['deferred']})")
         elif result.get("submitted"):
-            waits = f" (waits for room under the site limits: {result['deferred']})" if result.get("deferred") else ""
-            print(f"submitted {result['label']} -> {result['config_dir']}{waits}")
+            print(f"submitted {result['label']} -> {result['config_dir']}")
         else:
             ok = False
             details = failure_summary(Path(result["config_dir"]))
             print(f"FAILED {result['label']} ({result['config_dir']}): {result.get('error', 'not certified')}"
                   + (f"\n{details}" if details else ""), file=sys.stderr)
     if any(r.get("submitted") for r in results):
-        print(f"submitted {sum(bool(r.get('submitted')) for r in results)} config(s); follow them with "
-              f"`audiocert status {sweep_dir}`")
+        waiting = sum(bool(r.get("deferred")) for r in results)
+        print(f"submitted {sum(bool(r.get('submitted')) for r in results) - waiting} config(s)"
+              + (f"; {waiting} wait for room under the site limits and are submitted as jobs end (by the sweep's "
+                 "dependent jobs, or this command with launcher.wait=true)" if waiting else "")
+              + f"; follow them with `audiocert status {sweep_dir}`")
     elif results and not ok:
         print(format_status(sweep_dir), file=sys.stderr)
     return ok

@@ -221,12 +221,17 @@ def check_safe_name(value: Any, field: str) -> str:
 
 def register_resolvers() -> None:
     """``${safe_name:VALUE,FIELD}`` in conf/: a name that becomes part of a path is checked while Hydra composes,
-    before it creates any directory, for every command (the error names FIELD)."""
+    before it creates any directory, for every command (the error names FIELD). ``${abspath:PATH}``: PATH made
+    absolute against the directory the command runs from."""
     from omegaconf import OmegaConf
 
     if not OmegaConf.has_resolver("safe_name"):
         OmegaConf.register_new_resolver("safe_name",
                                         lambda value, field="sweep.name": check_safe_name(value, str(field)))
+    if not OmegaConf.has_resolver("abspath"):
+        # Results are named by absolute paths in jobs.json, deferred.json and logs: a SLURM job, a later
+        # `status` or a rerun from another directory must find the same files.
+        OmegaConf.register_new_resolver("abspath", lambda value: os.path.abspath(os.path.expanduser(str(value))))
 
 
 def inside(path: str | Path, root: str | Path) -> Path:

@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from audiocert.progress import progress
-from audiocert.provenance import CorruptFileError, read_json
+from audiocert.provenance import CorruptFileError, read_json, seal_problem
 from audiocert.shards import PLAN_FILE, has_results, inventory, read_plan
 
 JOBS_FILE = "jobs.json"
@@ -258,21 +258,27 @@ def sweep_status(directory: str | Path) -> list[dict[str, Any]]:
     rows = [config_status(d, queue) for d in dirs]
     waiting = deferred_configs(Path(directory))
     for row in rows:
-        row["deferred"] = waiting.get(row["config_dir"])
+        row["deferred"] = waiting.get(os.path.abspath(str(row["config_dir"])))
     return rows
 
 
-def deferred_configs(sweep_dir: Path) -> dict[str, str]:
-    """config_dir -> why it waits for submission (deferred.json of the sweep; see launch.submit_configs)."""
-    path = sweep_dir / "deferred.json"
+def read_deferred(sweep_dir: Path) -> dict[str, Any]:
+    """config_dir (absolute) -> {why it waits, the config to submit it with}: the sweep's configs that wait for room
+    under the site limits (deferred.json; written by launch.submit_configs). A damaged file reads as none waiting."""
+    path = Path(sweep_dir) / "deferred.json"
     try:
         data = read_json(path) if path.is_file() else {}
     except CorruptFileError:
         return {}
-    waiting = data.get("configs", {}) if isinstance(data, dict) else {}
-    if not isinstance(waiting, dict):
+    if not isinstance(data, dict) or seal_problem(data):
         return {}
-    return {str(k): str(v.get("why", v) if isinstance(v, dict) else v) for k, v in waiting.items()}
+    waiting = data.get("configs", {})
+    return {os.path.abspath(str(k)): v for k, v in waiting.items()} if isinstance(waiting, dict) else {}
+
+
+def deferred_configs(sweep_dir: Path) -> dict[str, str]:
+    """config_dir (absolute) -> why it waits for submission."""
+    return {k: str(v.get("why", v) if isinstance(v, dict) else v) for k, v in read_deferred(sweep_dir).items()}
 
 
 def state_of(r: Mapping[str, Any]) -> str:
@@ -344,6 +350,16 @@ def slurm_jobs_alive(job_ids: list[str]) -> bool:
     return view.alive(job_ids)
 
 
+def sweep_jobs_alive(sweep_dir: Path) -> bool:
+    """Whether any SLURM job of the sweep's configs is queued or running (or squeue cannot say): then a dependent
+    job is left to submit the configs that wait for room (deferred.json)."""
+    ids = [j for d in config_dirs(sweep_dir) for j in slurm_job_ids(read_jobs_record(d) or {})]
+    if not ids:
+        return False
+    view = QueueView(ids)
+    return not view.ok or view.alive(ids)
+
+
 def wait_for_configs(dirs: list[Path], poll_s: float = 2.0, timeout_s: float | None = None,
                      on_poll: Callable[[], None] | None = None) -> bool:
     """Block until every config is reduced, or until none of its SLURM jobs is left (True if all reduced).
@@ -368,7 +384,7 @@ def wait_for_configs(dirs: list[Path], poll_s: float = 2.0, timeout_s: float | N
                 return True
             jobs = submitted_jobs()
             waiting = deferred_configs(dirs[0].parent) if dirs else {}
-            if not slurm_jobs_alive(jobs) and not any(str(d) in waiting for d in dirs):
+            if not slurm_jobs_alive(jobs) and not any(os.path.abspath(d) in waiting for d in dirs):
                 time.sleep(poll_s)  # the reducer may have just written its files, or submitted the next round
                 if submitted_jobs() != jobs:
                     continue
