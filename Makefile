@@ -32,7 +32,7 @@ demo: $(VENV)/.installed
 
 test: $(VENV)/.installed
 	bash slurm/cluster.sh start
-	$(VENV)/bin/python -m pytest -q -p no:cacheprovider
+	$(VENV)/bin/python -m pytest -q -p no:cacheprovider -n 2 --dist loadgroup
 
 test-fast: $(VENV)/.installed
 	$(VENV)/bin/python -m pytest -q -p no:cacheprovider -m "not slow"

@@ -18,7 +18,8 @@ from conftest import REPO, certify_overrides, read_certs, run_cli
 from audiocert.shards import PLAN_FILE
 from audiocert.status import wait_for_configs
 
-pytestmark = [pytest.mark.slow, pytest.mark.slurm]
+# One xdist group: the tests share (and one of them restarts) the cluster, so they run in order on one worker.
+pytestmark = [pytest.mark.slow, pytest.mark.slurm, pytest.mark.xdist_group("slurm")]
 
 
 @pytest.fixture(scope="module")
