@@ -32,7 +32,7 @@ demo: $(VENV)/.installed
 
 test: $(VENV)/.installed
 	bash slurm/cluster.sh start
-	$(VENV)/bin/python -m pytest -q -p no:cacheprovider -n 2 --dist loadgroup
+	$(VENV)/bin/python -m pytest -q -p no:cacheprovider
 
 test-fast: $(VENV)/.installed
 	$(VENV)/bin/python -m pytest -q -p no:cacheprovider -m "not slow"

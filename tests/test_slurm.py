@@ -18,8 +18,7 @@ from conftest import REPO, certify_overrides, read_certs, run_cli
 from audiocert.shards import PLAN_FILE
 from audiocert.status import wait_for_configs
 
-# One xdist group: the tests share (and one of them restarts) the cluster, so they run in order on one worker.
-pytestmark = [pytest.mark.slow, pytest.mark.slurm, pytest.mark.xdist_group("slurm")]
+pytestmark = [pytest.mark.slow, pytest.mark.slurm]
 
 
 @pytest.fixture(scope="module")
@@ -284,6 +283,26 @@ def test_configs_without_room_and_nobody_to_submit_them_fail_and_status_shows_th
     run_cli(args("launcher.wait=true"), runs)
     assert all((d / "certificates.tsv").is_file() for d in dirs)
     assert not json.loads((runs / "sweeps" / sweep / "deferred.json").read_text())["configs"]
+
+    # An attack (its config lies inside its certification's) that waits for room under launcher.wait=true keeps
+    # waiting, and is submitted and completed once the user's own job leaves the queue.
+    import threading
+
+    blocker = subprocess.run(["sbatch", "--hold", "--parsable", "-J", "not-this-sweep", "--wrap", "true"],
+                             capture_output=True, text=True, check=True).stdout.strip().split(";")[0]
+    release = threading.Timer(8.0, subprocess.run, (["scancel", blocker],))
+    release.start()
+    try:
+        attacked = run_cli(["attack", *certify_overrides(
+            trained, sweep, "launcher=slurm", "launcher.max_submitted=2", "launcher.wait=true", *SWEEP[1:],
+            "attack.steps=2", "attack.samples=4", "attack.n=30", "attack.eps=[0.5]", "attack.shard.examples=2",
+            "attack.batch_size=8")], runs)
+    finally:
+        release.cancel()
+        subprocess.run(["scancel", blocker])
+    assert "waits for submission" in attacked.stdout + attacked.stderr
+    [attack_dir] = (runs / "sweeps" / sweep).glob("*/attack-*")
+    assert (attack_dir / "summary.json").is_file()
 
 
 def sbatch_wrapper(tmp_path: Path, body: str) -> dict[str, str]:

@@ -755,7 +755,7 @@ class SlurmLauncher(Launcher):
     def wait(self, jobs: list[Any]) -> None:
         if jobs:
             sweep_dir = Path(self.entries[0]["sweep_dir"])
-            wait_for_configs(jobs, on_poll=lambda: submit_deferred(sweep_dir))
+            wait_for_configs(jobs, on_poll=lambda: submit_deferred(sweep_dir), sweep_dir=sweep_dir)
             print(format_status(sweep_dir))
 
 

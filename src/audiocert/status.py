@@ -361,11 +361,17 @@ def sweep_jobs_alive(sweep_dir: Path) -> bool:
 
 
 def wait_for_configs(dirs: list[Path], poll_s: float = 2.0, timeout_s: float | None = None,
-                     on_poll: Callable[[], None] | None = None) -> bool:
-    """Block until every config is reduced, or until none of its SLURM jobs is left (True if all reduced).
+                     on_poll: Callable[[], None] | None = None, sweep_dir: Path | None = None) -> bool:
+    """Block until every config is reduced, or until none of its SLURM jobs is left and none waits for room under
+    the site limits in ``sweep_dir``'s deferred.json (True if all reduced).
 
-    ``on_poll`` runs at each look (launch: submit the configs that waited for room under the site limits)."""
+    ``on_poll`` runs at each look (launch: submit the configs that waited for room under the site limits).
+    ``sweep_dir``: where deferred.json is; by default the first config's sweep (an attack or perceptibility
+    config lies one level deeper than a certify config, inside its certification's directory)."""
     started = time.monotonic()
+    if sweep_dir is None and dirs:
+        sweep_dir = next((p for p in Path(dirs[0]).resolve().parents if (p / "deferred.json").is_file()),
+                         Path(dirs[0]).parent)
 
     def submitted_jobs() -> list[str]:
         jobs = []
@@ -383,7 +389,7 @@ def wait_for_configs(dirs: list[Path], poll_s: float = 2.0, timeout_s: float | N
             if all(r["reduced"] for r in rows):
                 return True
             jobs = submitted_jobs()
-            waiting = deferred_configs(dirs[0].parent) if dirs else {}
+            waiting = deferred_configs(sweep_dir) if sweep_dir is not None else {}
             if not slurm_jobs_alive(jobs) and not any(os.path.abspath(d) in waiting for d in dirs):
                 time.sleep(poll_s)  # the reducer may have just written its files, or submitted the next round
                 if submitted_jobs() != jobs:
