@@ -247,7 +247,7 @@ def test_a_sweep_larger_than_the_site_limits_completes_within_them(small_limits,
         peak = watcher.stop()
     assert peak <= max_jobs, f"{peak} jobs in the system under MaxJobCount={max_jobs}"
     output = result.stdout + result.stderr
-    assert "waits for room under the site limits" in output or "fit under the site limits now" in output, output[-3000:]
+    assert "waits for submission" in output or "fit under the site limits now" in output, output[-3000:]
     dirs = config_dirs(runs / "sweeps" / "slurm-limits")
     assert len(dirs) == 2
     for d in dirs:
