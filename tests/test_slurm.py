@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import os
 import subprocess
+import threading
 import time
 from pathlib import Path
 
@@ -258,13 +259,19 @@ def test_a_sweep_larger_than_the_site_limits_completes_within_them(small_limits,
     assert not json.loads((runs / "sweeps" / "slurm-limits" / "deferred.json").read_text())["configs"]
 
 
+def held_job_of_the_user() -> str:
+    """A held job outside any sweep: it counts against the user's launcher.max_submitted and never runs."""
+    return subprocess.run(["sbatch", "--hold", "--parsable", "-J", "not-this-sweep", "--wrap", "true"],
+                          capture_output=True, text=True, check=True).stdout.strip().split(";")[0]
+
+
 def test_configs_without_room_and_nobody_to_submit_them_fail_and_status_shows_them_waiting(cluster, trained):
     """The user's own cap is full (a job of theirs outside the sweep): nothing of the sweep can go out, and no
     dependent job of it would submit it later, so the command fails saying so; `status` (given a relative path)
     says the configs wait for submission; with room again, a rerun completes them."""
     runs, sweep = trained["runs"], "slurm-no-room"
-    blocker = subprocess.run(["sbatch", "--hold", "--parsable", "-J", "not-this-sweep", "--wrap", "true"],
-                             capture_output=True, text=True, check=True).stdout.strip().split(";")[0]
+    blocker = held_job_of_the_user()
+
     def args(*extra: str) -> list[str]:
         return ["certify", "-m", *certify_overrides(trained, sweep, "launcher=slurm", *extra, *SWEEP)]
 
@@ -286,10 +293,7 @@ def test_configs_without_room_and_nobody_to_submit_them_fail_and_status_shows_th
 
     # An attack (its config lies inside its certification's) that waits for room under launcher.wait=true keeps
     # waiting, and is submitted and completed once the user's own job leaves the queue.
-    import threading
-
-    blocker = subprocess.run(["sbatch", "--hold", "--parsable", "-J", "not-this-sweep", "--wrap", "true"],
-                             capture_output=True, text=True, check=True).stdout.strip().split(";")[0]
+    blocker = held_job_of_the_user()
     release = threading.Timer(8.0, subprocess.run, (["scancel", blocker],))
     release.start()
     try:

@@ -67,6 +67,7 @@ from audiocert.shards import (
     write_plan,
 )
 from audiocert.status import (
+    DEFERRED_FILE,
     JOBS_FILE,
     failure_line,
     failure_summary,
@@ -449,9 +450,6 @@ def job_names(plan: Mapping[str, Any]) -> tuple[str, str]:
 # ----------------------------------------------------------------------------------------------------------
 # Configs waiting for submission (site limits): deferred.json of the sweep
 # ----------------------------------------------------------------------------------------------------------
-DEFERRED_FILE = "deferred.json"
-
-
 def write_deferred(sweep_dir: Path, waiting: Mapping[str, Any]) -> None:
     atomic_write_json(Path(sweep_dir) / DEFERRED_FILE, seal({"configs": dict(waiting), "updated_at": time.time()}))
 

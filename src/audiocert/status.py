@@ -22,6 +22,7 @@ from audiocert.provenance import CorruptFileError, read_json, seal_problem
 from audiocert.shards import PLAN_FILE, has_results, inventory, read_plan
 
 JOBS_FILE = "jobs.json"
+DEFERRED_FILE = "deferred.json"  # the sweep's configs that wait for room under the site limits
 # A shard worker prints this marker and a JSON object when a shard fails for good, to its log as well as to
 # failures/: when the disk is full the record cannot be written, and the log line is where the cause is found.
 FAILURE_MARK = "AUDIOCERT-SHARD-FAILED"
@@ -265,7 +266,7 @@ def sweep_status(directory: str | Path) -> list[dict[str, Any]]:
 def read_deferred(sweep_dir: Path) -> dict[str, Any]:
     """config_dir (absolute) -> {why it waits, the config to submit it with}: the sweep's configs that wait for room
     under the site limits (deferred.json; written by launch.submit_configs). A damaged file reads as none waiting."""
-    path = Path(sweep_dir) / "deferred.json"
+    path = Path(sweep_dir) / DEFERRED_FILE
     try:
         data = read_json(path) if path.is_file() else {}
     except CorruptFileError:
@@ -370,7 +371,7 @@ def wait_for_configs(dirs: list[Path], poll_s: float = 2.0, timeout_s: float | N
     config lies one level deeper than a certify config, inside its certification's directory)."""
     started = time.monotonic()
     if sweep_dir is None and dirs:
-        sweep_dir = next((p for p in Path(dirs[0]).resolve().parents if (p / "deferred.json").is_file()),
+        sweep_dir = next((p for p in Path(dirs[0]).resolve().parents if (p / DEFERRED_FILE).is_file()),
                          Path(dirs[0]).parent)
 
     def submitted_jobs() -> list[str]:
