@@ -100,8 +100,11 @@ def test_a_planted_unsound_certificate_is_caught_by_the_attack(trained):
 
 def test_killed_attack_resumes_without_recomputing_and_a_failed_shard_fails_the_command(trained):
     runs, sweep = trained["runs"], "atk-kill"
-    args = ["attack", *certify_overrides(trained, sweep, "launcher=local", "launcher.workers=1", *ATTACK,
-                                         "attack.shard.examples=1")]
+    # One point a shard, and more steps than elsewhere: shards of a second or so, so the kill lands mid-attack
+    # on a fast machine too (a worker finishes at most the shard in hand once its command is gone).
+    slower = [a for a in ATTACK if not a.startswith(("attack.steps=", "attack.shard.examples="))]
+    args = ["attack", *certify_overrides(trained, sweep, "launcher=local", "launcher.workers=1", *slower,
+                                         "attack.steps=16", "attack.shard.examples=1")]
     env = {**os.environ, "AUDIOCERT_RUNS_DIR": str(runs)}
     parent = subprocess.Popen([sys.executable, "-m", "audiocert.cli", *args], cwd=REPO, env=env,
                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)

@@ -250,3 +250,41 @@ def test_a_config_lock_names_its_holder_and_dies_with_it(tmp_path):
             holder.kill()
         holder.join(10)
         release()
+
+
+
+ORPHAN_WORKER = """
+import subprocess, sys
+from audiocert import launch
+from audiocert.status import process_start_time
+
+command = subprocess.Popen(["sleep", "60"])  # stands for the `audiocert certify` that started the worker
+
+
+class EndsWithItsCommandGone:  # stands for a shard's work, shorter than the worker's poll for its command
+    def __init__(self, config_dir):
+        pass
+
+    def run(self, index, on_example):
+        command.kill()
+        command.wait()
+
+
+launch.ConfigWork = EndsWithItsCommandGone
+launch.ShardWorker()([(sys.argv[1], 0), (sys.argv[1], 1)], None, 1, False,
+                     (command.pid, process_start_time(command.pid)))
+"""
+
+
+def test_an_orphaned_local_worker_starts_no_further_shard(tmp_path):
+    """A local worker whose `audiocert` command is gone stops before its next shard, not up to a poll later:
+    with shards shorter than the poll, an orphan would otherwise compute several for nobody (a CI run saw all
+    8 shards of a killed attack written)."""
+    import subprocess
+    import sys
+
+    worker = subprocess.run([sys.executable, "-c", ORPHAN_WORKER, str(tmp_path)], capture_output=True, text=True,
+                            timeout=120)
+    assert worker.returncode == 3, worker.stdout + worker.stderr[-2000:]
+    assert "shard 0 of" in worker.stdout and "shard 1 of" not in worker.stdout, worker.stdout
+    assert "that started this worker is gone: stopping" in worker.stdout

@@ -88,19 +88,26 @@ def config_dir_for(sweep_dir: Path, plan: Mapping[str, Any]) -> Path:
     return sweep_dir / f"{check_safe_name(plan['label'], 'label')}-{plan['config_hash'][:8]}"
 
 
-def watch_parent(pid: int, start_time: float | None, poll_s: float = 1.0) -> None:
-    """End this process when the process ``pid`` (the `audiocert certify` that started it) is gone.
+def watch_parent(pid: int, start_time: float | None, poll_s: float = 1.0) -> Callable[[], None]:
+    """End this process when the process ``pid`` (the `audiocert certify` that started it) is gone: a thread
+    looks every ``poll_s`` seconds, and the returned check looks at once (the worker calls it before each shard,
+    so an orphan never starts another one, however short the shards are).
 
     Local workers run under submitit's controller, which outlives its parent by design; without this, killing
     `audiocert certify` would leave workers computing for nobody. Atomic writes make stopping at any point safe.
     """
+    def check() -> None:
+        if start_time is None or process_start_time(pid) != start_time:
+            print(f"the audiocert process {pid} that started this worker is gone: stopping", flush=True)
+            os._exit(3)
+
     def watch() -> None:
-        while process_start_time(pid) == start_time and start_time is not None:
+        while True:
+            check()
             time.sleep(poll_s)
-        print(f"the audiocert process {pid} that started this worker is gone: stopping", flush=True)
-        os._exit(3)
 
     threading.Thread(target=watch, name="watch-parent", daemon=True).start()
+    return check
 
 
 class ShardWorker(submitit.helpers.Checkpointable):
@@ -116,8 +123,7 @@ class ShardWorker(submitit.helpers.Checkpointable):
 
     def __call__(self, work: Sequence[tuple[str, int]], threads: int | None = None, attempts: int = 2,
                  show_progress: bool = False, parent: tuple[int, float | None] | None = None) -> dict:
-        if parent is not None:
-            watch_parent(*parent)
+        parent_check = watch_parent(*parent) if parent is not None else (lambda: None)
         gc.freeze()  # what the imports made is permanent: collections no longer walk torch's 300k objects
         started = time.monotonic()
         set_threads(threads)
@@ -125,6 +131,7 @@ class ShardWorker(submitit.helpers.Checkpointable):
         failed = []
         print(f"task of {len(work)} shard(s) started on {socket.gethostname()}", flush=True)
         for config_dir, index in progress(work, desc="shards", unit="shard", disable=not show_progress):
+            parent_check()
             # Printed to the job's log: when it appears, submitit's signal handlers are in place.
             print(f"shard {index} of {config_dir}: started", flush=True)
             for attempt in range(1, attempts + 1):
