@@ -83,8 +83,8 @@ def running_tasks(prefix: str) -> list[str]:
 
 def test_requeued_and_preempted_shards_finish_without_double_counting(cluster, trained):
     runs = trained["runs"]
-    slow = ("certify.points_per_speaker=2", "certify.n=6000", "certify.shard.samples=3000",
-            "certify.shard.examples=8")  # 2 shards of 8 examples x 3000 noisy samples each
+    slow = ("certify.points_per_speaker=2", "certify.n=3000", "certify.shard.samples=1500",
+            "certify.shard.examples=8")  # 2 shards of 8 examples x 1500 noisy samples (about a second each)
     expected = reference(trained, "slurm-requeue-ref", *slow)
     run_cli(["certify", *certify_overrides(trained, "slurm-requeue", "launcher=slurm", ONE,
                                            "launcher.array_parallelism=2", "launcher.time_min=60", *slow)], runs)

@@ -7,8 +7,6 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from audiocert.corpus import generate_corpus
-
 log = logging.getLogger(__name__)
 
 
@@ -20,6 +18,8 @@ def ensure_dataset(dataset_cfg: Mapping[str, Any], progress: bool = True) -> Pat
     root = Path(str(dataset_cfg["root"]))
     generate = dataset_cfg.get("generate")
     if generate:
+        from audiocert.corpus import generate_corpus  # scipy.signal (0.4 s to import): only for a synthetic dataset
+
         if root.name != "LibriSpeech":
             raise ValueError(f"dataset.root={root} of a synthetic dataset must end in /LibriSpeech")
         marker = root / ".audiocert-corpus.json"
