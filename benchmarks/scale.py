@@ -41,8 +41,9 @@ def fabricate(config_dir: Path, speakers: int, points_per_speaker: int, algorith
     from test_trust import consistent, small_config
 
     from audiocert.algorithms import make_algorithm
+    from audiocert.kinds.certify import make_record, round_shards
     from audiocert.provenance import atomic_write_json, code_version, seal, stable_hash
-    from audiocert.shards import make_record, round_shards, shard_path
+    from audiocert.shards import shard_path
 
     config = small_config()
     config["dataset"].update(num_classes=speakers, name=f"synthetic{speakers}", test_crops_per_speaker=100)
@@ -91,7 +92,7 @@ MEASURE = {
 def measure(what: str, config_dir: Path) -> tuple[float, float]:
     """(seconds, peak RSS in MiB) of one operation in a fresh process (imports excluded from the time)."""
     code = (f"import time, resource\nfrom pathlib import Path\nD = Path({str(config_dir)!r})\n"
-            f"import audiocert.launch, audiocert.reducer, audiocert.status\nstart = time.perf_counter()\n"
+            f"import audiocert.launching.sweep, audiocert.reducer, audiocert.status\nstart = time.perf_counter()\n"
             f"{MEASURE[what]}\nprint(time.perf_counter() - start, resource.getrusage(resource.RUSAGE_SELF).ru_maxrss)")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
                          env={**os.environ, "AUDIOCERT_PROGRESS_INTERVAL": "3600"})
@@ -101,8 +102,9 @@ def measure(what: str, config_dir: Path) -> tuple[float, float]:
 
 def bookkeeping(config_dir: Path, plan: dict, repeats: int = 200) -> dict[str, float]:
     """Per-shard seconds of writing a record (build, check, atomic write with fsync) and of validating it."""
+    from audiocert.kinds.certify import make_record
     from audiocert.provenance import atomic_write_json
-    from audiocert.shards import check_shard_record, known_shards, make_record, shard_path, validate_shard_file
+    from audiocert.shards import check_shard_record, known_shards, shard_path, validate_shard_file
 
     shards = known_shards(config_dir, plan)
     speakers = int(plan["config"]["dataset"]["num_classes"])

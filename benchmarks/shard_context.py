@@ -21,9 +21,10 @@ from omegaconf import OmegaConf
 
 from audiocert.checkpoint import build_model, save_checkpoint
 from audiocert.corpus import generate_corpus
-from audiocert.launch import config_dir_for
+from audiocert.kinds.certify import make_plan
+from audiocert.launching.planning import config_dir_for
 from audiocert.provenance import code_version
-from audiocert.shards import SHARD_DIR, clear_shard_contexts, make_plan, run_shards, write_plan
+from audiocert.shards import SHARD_DIR, clear_shard_contexts, run_shards, write_plan
 
 REPO = Path(__file__).resolve().parents[1]
 

@@ -4,7 +4,7 @@ A SLURM array task runs many shards in one process (``ShardWorker``; tasks packe
 This benchmark fabricates the paper preset at the 921-speaker scale and measures, for the paper ResCNN
 (conf/model/rescnn.yaml widths, 921-way head) and the small ResCNN:
 
-- start-up, in a fresh process: the interpreter, the imports a task pays (``audiocert.launch``, where
+- start-up, in a fresh process: the interpreter, the imports a task pays (``audiocert.launching.worker``, where
   ``ShardWorker`` lives and what submitit unpickles), ``ConfigWork`` (plan.json and rounds), the
   ``ShardContext`` (checkpoint SHA-256 + ``torch.load``, dataset scan from a valid manifest cache, split,
   ``CropDataset``, smoother), the first input (audio, digest check, clean representation) and the first batch of
@@ -109,8 +109,9 @@ def fabricate_config(work: Path, corpus: Path, speakers: int, model: str, device
 
     from audiocert.checkpoint import build_model, save_checkpoint
     from audiocert.data import build_datasets
-    from audiocert.launch import config_dir_for
-    from audiocert.shards import make_plan, write_plan
+    from audiocert.kinds.certify import make_plan
+    from audiocert.launching.planning import config_dir_for
+    from audiocert.shards import write_plan
 
     overrides = [*dataset_overrides(corpus, speakers), f"model={model}", "certify=paper",
                  f"certify.points_per_speaker={points}", f"certify.batch_size={batch_size}",
@@ -145,7 +146,7 @@ spawned = float(os.environ["SPAWNED_AT"])
 t0 = time.perf_counter(); interpreter = time.time() - spawned
 import torch
 tt = time.perf_counter()
-import audiocert.launch  # what submitit unpickles: ShardWorker lives there
+import audiocert.launching.worker  # what submitit unpickles: ShardWorker lives there
 t1 = time.perf_counter()
 from audiocert.shards import ConfigWork
 torch.set_num_threads(int(os.environ["THREADS"]))
@@ -178,7 +179,7 @@ print(json.dumps({"interpreter": interpreter, "imports": t1 - t0, "torch": tt - 
 # The context's parts, each timed, in another fresh process (imports not timed); stat calls of the scan counted.
 BREAKDOWN = r"""
 import json, os, time
-import audiocert.launch
+import audiocert.launching.worker
 from omegaconf import OmegaConf
 from audiocert.checkpoint import load_checkpoint
 from audiocert.data import CropDataset, scan_librispeech, split_utterances
@@ -281,9 +282,10 @@ def bookkeeping(config_dir: Path, repeats: int) -> dict[str, float]:
     ``repeats`` shards; the files are removed afterwards)."""
     import numpy as np
 
-    from audiocert.launch import clear_failure
+    from audiocert.kinds.certify import make_record
+    from audiocert.launching.worker import clear_failure
     from audiocert.provenance import atomic_write_sealed
-    from audiocert.shards import ConfigWork, check_shard_record, make_record, validated_summary
+    from audiocert.shards import ConfigWork, check_shard_record, validated_summary
 
     work = ConfigWork(config_dir)
     plan, shards = work.plan, work.shards

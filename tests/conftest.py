@@ -88,7 +88,7 @@ def certify_overrides(trained: dict, sweep: str, *extra: str) -> list[str]:
 
 def read_certs(config_dir: Path) -> list[tuple]:
     """Certificates without the timing column (which legitimately differs between runs)."""
-    from audiocert.reducer import read_certificates
+    from audiocert.kinds.certify import read_certificates
 
     return [(r["idx"], r["label"], r["predict"], r["radius"], r["correct"])
             for r in read_certificates(config_dir / "certificates.tsv")]

@@ -75,7 +75,7 @@ def test_attack_runs_on_the_certified_points_and_every_executor_agrees(trained):
 def test_a_planted_unsound_certificate_is_caught_by_the_attack(trained):
     """Radii inflated a thousandfold put every budget inside every certified ball: each successful attack on a
     certified point is then a contradiction, and the reducer counts and names them."""
-    from audiocert.reducer import certificates_tsv, read_certificates
+    from audiocert.kinds.certify import certificates_tsv, read_certificates
     from audiocert.shards import inventory
 
     runs = trained["runs"]
@@ -91,7 +91,7 @@ def test_a_planted_unsound_certificate_is_caught_by_the_attack(trained):
     for row in rows:
         row["radius"] *= 1000.0
     (directory.parent / "certificates.tsv").write_text(certificates_tsv(rows))
-    from audiocert.reducer import reduce_config
+    from audiocert.kinds.certify import reduce_config
 
     summary = reduce_config(directory, inventory(directory, merge=True))
     assert summary["contradictions"] == expected > honest["contradictions"] == 0

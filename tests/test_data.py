@@ -30,7 +30,7 @@ from audiocert.data import (
     scan_librispeech,
     split_utterances,
 )
-from audiocert.data.scan import SAMPLED_FILES
+from audiocert.data.cache_trust import SAMPLED_FILES
 
 SR = 16000
 SUBSET = "train-clean-360"

@@ -27,8 +27,8 @@ def config_dir_of(trained: dict, sweep: str, *extra: str) -> Path:
     """The config directory a certify command with these overrides will use (planned in-process, not run)."""
     from hydra import compose, initialize_config_dir
 
-    from audiocert.launch import config_dir_for
-    from audiocert.shards import make_plan
+    from audiocert.kinds.certify import make_plan
+    from audiocert.launching.planning import config_dir_for
 
     overrides = [*certify_overrides(trained, sweep, *extra), f"paths.runs_dir={trained['runs']}"]
     with initialize_config_dir(config_dir=str(REPO / "conf"), version_base="1.3"):

@@ -8,8 +8,8 @@ import pytest
 from hydra import compose, initialize_config_dir
 from omegaconf import OmegaConf
 
-from audiocert.scheduling import check_launcher_config, estimate_throughput
-from audiocert.shards import certified_quantities, shard_device_type
+from audiocert.kinds.certify import certified_quantities, shard_device_type
+from audiocert.launching.scheduling import check_launcher_config, estimate_throughput
 
 CONF = Path(__file__).resolve().parents[1] / "conf"
 

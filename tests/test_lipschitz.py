@@ -16,11 +16,10 @@ from audiocert.lipschitz import (
     bound_for,
     closed_form_bound,
     linear_map_of,
-    lipschitz_power_iteration,
     polyphase_symbol,
-    stft_linear,
     waveform_lipschitz_bound,
 )
+from audiocert.lipschitz_estimate import lipschitz_power_iteration, stft_linear
 
 SEED_CROP = 25840  # 160 frames, no zero padding
 

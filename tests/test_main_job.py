@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 from conftest import certify_overrides, run_cli
 
-from audiocert.reducer import read_certificates
+from audiocert.kinds.certify import read_certificates
 from audiocert.shards import PLAN_FILE
 from audiocert.statistics import certified_accuracy
 

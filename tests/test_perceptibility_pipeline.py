@@ -95,8 +95,8 @@ def test_coverage_and_ratios_are_what_the_certificates_and_budgets_say(perceived
     for sure when certified and R_w >= U, at most when R_w >= B; the ratio R_w / B over the certified points."""
     from audiocert import psychoacoustics as pa
     from audiocert.data import build_datasets
+    from audiocert.kinds.perceptibility import point_seed
     from audiocert.lipschitz import waveform_lipschitz_bound
-    from audiocert.perceptibility import point_seed
 
     directory = perceived["dirs"]["magspec"]
     plan = read_plan(directory)
@@ -242,7 +242,7 @@ def settings_config(**changes) -> dict:
     ("attack.enabled", 1, "perceptibility.attack.enabled=1"), ("attack.n", 0, "perceptibility.attack.n=0"),
 ])
 def test_bad_settings_are_named(key, value, needle):
-    from audiocert.perceptibility import perceptibility_settings
+    from audiocert.kinds.perceptibility import perceptibility_settings
 
     with pytest.raises(ValueError) as error:
         perceptibility_settings(settings_config(**{key: value}))
@@ -250,7 +250,7 @@ def test_bad_settings_are_named(key, value, needle):
 
 
 def test_settings_resolve_and_other_rates_are_refused():
-    from audiocert.perceptibility import perceptibility_settings
+    from audiocert.kinds.perceptibility import perceptibility_settings
     from audiocert.statistics import REPORT_RADII
 
     checked = perceptibility_settings(settings_config())
@@ -263,7 +263,7 @@ def test_settings_resolve_and_other_rates_are_refused():
 
 
 def test_coverage_by_hand():
-    from audiocert.perceptibility import coverage
+    from audiocert.kinds.perceptibility import coverage
 
     radius_w = np.array([0.5, 2.0, 5.0, 0.0, 3.0])
     certified = np.array([True, True, True, False, True])
@@ -283,7 +283,7 @@ def test_point_perturbations_have_their_norms_and_scale_linearly():
     from audiocert import psychoacoustics as pa
     from audiocert.corpus import synthesize_utterance, voice_parameters
     from audiocert.frontend import DeepSpeakerFrontend
-    from audiocert.perceptibility import PointPerturbations, linearised_magspec, point_seed
+    from audiocert.kinds.perceptibility import PointPerturbations, linearised_magspec, point_seed
 
     audio, _ = synthesize_utterance(voice_parameters(0, 2)[0], 0, 0)
     x = torch.tensor(audio[4000:4000 + 8000], dtype=torch.float64)

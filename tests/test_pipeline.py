@@ -10,8 +10,8 @@ import pytest
 import torch
 from conftest import certify_overrides, kill_with_orphans, read_certs, run_cli
 
+from audiocert.kinds.certify import reduce_config
 from audiocert.provenance import atomic_write_sealed
-from audiocert.reducer import reduce_config
 from audiocert.shards import PLAN_FILE, IncompleteSweepError
 
 pytestmark = pytest.mark.slow
@@ -145,7 +145,8 @@ def test_resume_recomputes_only_deleted_and_half_written_shards(trained):
 def test_failing_shard_is_reported_with_log_and_does_not_block_other_configs(trained, tmp_path):
     from hydra import compose, initialize_config_dir
 
-    from audiocert import launch
+    from audiocert.launching.planning import plan_config
+    from audiocert.launching.sweep import finish_sweep
     from audiocert.status import format_status
 
     runs = trained["runs"]
@@ -160,9 +161,9 @@ def test_failing_shard_is_reported_with_log_and_does_not_block_other_configs(tra
                                                                f"sweep.dir={sweep}", f"checkpoint={ckpt}",
                                                                f"paths.runs_dir={runs}"))
                 for ckpt in (trained["dir"] / "best.pt", broken)]
-    entries = [launch.plan_config(cfg) for cfg in cfgs]
+    entries = [plan_config(cfg) for cfg in cfgs]
     broken.write_bytes(b"not a checkpoint any more")  # the checkpoint changes after planning: its shards must fail
-    results = launch.finish_sweep(entries, progress=False)
+    results = finish_sweep(entries, progress=False)
     ok, failed = (results[0], results[1]) if entries[0]["config_dir"] == results[0]["config_dir"] else results[::-1]
     assert "summary" in ok and (Path(ok["config_dir"]) / "certificates.tsv").is_file()
     assert "error" in failed and "missing shard" in failed["error"]

@@ -24,7 +24,8 @@ from test_trust import (
 )
 
 from audiocert.algorithms import Cohen, Sequential, make_algorithm
-from audiocert.launch import ended_without_result
+from audiocert.kinds.certify import COUNTED_PHASES, make_shards, merge_counts, round_shards, settled
+from audiocert.launching.slurm_submission import ended_without_result
 from audiocert.provenance import CorruptFileError, atomic_write_json, seal
 from audiocert.shards import (
     PLAN_FILE,
@@ -34,14 +35,10 @@ from audiocert.shards import (
     cut_shards,
     inventory,
     known_shards,
-    make_shards,
-    merge_counts,
     next_work,
     read_plan,
     round_path,
-    round_shards,
     run_shard,
-    settled,
     shard_path,
     validate_shard_file,
 )
@@ -172,7 +169,7 @@ def test_cut_shards_tile_random_groups():
         shards = cut_shards(groups, examples_per_shard, samples_per_shard, first_index, round)
         check_tiling(shards, groups, examples_per_shard, samples_per_shard, first_index, round)
         # A round file must accept what a cut produces (with the plan's example count).
-        check_shard_list([s.to_json() for s in shards], first_index, num_points, round)
+        check_shard_list([s.to_json() for s in shards], first_index, num_points, round, COUNTED_PHASES)
 
 
 def test_a_group_whose_ranges_are_all_empty_gets_no_shard():

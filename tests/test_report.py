@@ -11,8 +11,8 @@ import torch
 from conftest import REPO
 
 from audiocert.frontend import DeepSpeakerFrontend
+from audiocert.kinds.certify import read_certificates
 from audiocert.provenance import code_version, read_json, seal
-from audiocert.reducer import read_certificates
 from audiocert.statistics import certified_accuracy, max_certifiable_radius
 
 CROP = 4000  # 24 frames: a short crop keeps the sweep and its Lipschitz constant cheap
@@ -50,8 +50,10 @@ def compose(name: str, overrides: list[str]):
 
 @pytest.fixture(scope="module")
 def sweep(tiny_corpus, tmp_path_factory) -> dict:
-    from audiocert.launch import config_dir_for, finish_sweep, plan_config
-    from audiocert.shards import make_plan, write_plan
+    from audiocert.kinds.certify import make_plan
+    from audiocert.launching.planning import config_dir_for, plan_config
+    from audiocert.launching.sweep import finish_sweep
+    from audiocert.shards import write_plan
 
     root = tmp_path_factory.mktemp("report")
     speakers = sorted(int(p.name) for p in (tiny_corpus / "train-clean-360").iterdir() if p.is_dir())
@@ -160,7 +162,8 @@ def frontend_cfg(sweep) -> dict:
 
 
 def test_magspec_states_proven_lipschitz_bound_and_waveform_radius(sweep):
-    from audiocert.lipschitz import lipschitz_power_iteration, waveform_lipschitz_bound
+    from audiocert.lipschitz import waveform_lipschitz_bound
+    from audiocert.lipschitz_estimate import lipschitz_power_iteration
 
     proven = waveform_lipschitz_bound(frontend_cfg(sweep), CROP)
     assert proven.boundary_excess > 0  # 4,000 samples: the last frame is zero-padded, a boundary term is added
@@ -229,8 +232,8 @@ def test_waveform_snr_of_magspec_is_the_reducer_median_plus_20_log10_L(sweep, tm
 def resealed(plan: dict, rehash: bool = False) -> dict:
     """An edited plan as make_plan would have written it: sealed, and with ``rehash`` its quantities and config hash
     recomputed from its config (readers refuse a plan whose config, hash and seal disagree)."""
+    from audiocert.kinds.certify import certified_quantities
     from audiocert.provenance import stable_hash
-    from audiocert.shards import certified_quantities
 
     if rehash:
         quantities = certified_quantities(plan["config"], device_type=plan["quantities"]["device_type"])
@@ -265,7 +268,8 @@ def test_waveform_table_and_snr_lines(sweep):
 def test_a_frontend_without_proven_bound_gets_no_waveform_guarantee(sweep, tmp_path):
     import shutil
 
-    from audiocert.report import NO_BOUND, write_report
+    from audiocert.report import write_report
+    from audiocert.reporting import NO_BOUND
 
     target = tmp_path / "sweep" / "hann-magspec"
     shutil.copytree(sweep["dirs"][("magspec", 0.25)], target)
@@ -290,7 +294,8 @@ def test_report_never_writes_outside_its_directory(sweep, tmp_path):
     import shutil
 
     from audiocert.provenance import atomic_write_json
-    from audiocert.report import SAFE_NAME, output_file, slug, write_report
+    from audiocert.report import write_report
+    from audiocert.reporting import SAFE_NAME, output_file, slug
 
     root = tmp_path / "root"
     for (stage, sigma), name in (((("magspec", 0.25)), "a"), ((("waveform", 0.25)), "b"), ((("mfbe", 0.25)), "c")):
@@ -371,6 +376,7 @@ def test_rerun_uses_lipschitz_cache_and_custom_radii(sweep, tmp_path, monkeypatc
     import shutil
 
     import audiocert.report as report
+    import audiocert.reporting.waveform_guarantee as waveform_guarantee
 
     out = tmp_path / "out"
     out.mkdir()
@@ -382,7 +388,7 @@ def test_rerun_uses_lipschitz_cache_and_custom_radii(sweep, tmp_path, monkeypatc
     def refuse(*args, **kwargs):
         raise AssertionError("the cached Lipschitz bound should have been used")
 
-    monkeypatch.setattr(report, "bound_for", refuse)
+    monkeypatch.setattr(waveform_guarantee, "bound_for", refuse)
     path = report.write_report([sweep["dir"]], out, radii=[0.1, 0.2])
     text = path.read_text()
     assert path == out / "report.md" and "| r = 0.1 | r = 0.2 | ceiling |" in text
@@ -397,7 +403,8 @@ def test_rerun_uses_lipschitz_cache_and_custom_radii(sweep, tmp_path, monkeypatc
 def test_configs_of_a_retrained_checkpoint_are_superseded(sweep, tmp_path):
     """Retraining in place changes the checkpoint's digest: the old certificates leave the tables."""
     from audiocert.checkpoint import save_checkpoint
-    from audiocert.launch import finish_sweep, plan_config
+    from audiocert.launching.planning import plan_config
+    from audiocert.launching.sweep import finish_sweep
     from audiocert.report import write_report
 
     def certify(overrides: list[str]) -> Path:
@@ -445,9 +452,9 @@ def twin_sweeps(sweep, tmp_path_factory) -> dict:
     import shutil
 
     import audiocert.report as report
+    import audiocert.reporting.figures as report_figures
+    from audiocert.kinds.certify import certificates_tsv, certified_quantities
     from audiocert.provenance import atomic_write_json, atomic_write_text
-    from audiocert.reducer import certificates_tsv
-    from audiocert.shards import certified_quantities
 
     root = tmp_path_factory.mktemp("twins")
     options = certified_quantities(compose("certify", [*sweep["base"], "certify.algorithm=sequential"]))["sequential"]
@@ -471,7 +478,7 @@ def twin_sweeps(sweep, tmp_path_factory) -> dict:
         atomic_write_text(target / "certificates.tsv", certificates_tsv(rows))
         dirs[stage, sigma] = {"cohen": cohen, "sequential": target}
     figures = {}
-    save = report.save_figure
+    save = report_figures.save_figure
 
     def capture(fig, path):
         [ax] = fig.axes
@@ -479,11 +486,11 @@ def twin_sweeps(sweep, tmp_path_factory) -> dict:
                               "lines": {line.get_label(): line for line in ax.get_lines()}}
         return save(fig, path)
 
-    report.save_figure = capture
+    report_figures.save_figure = capture
     try:
         text = report.write_report([root / "cohen", root / "sequential"], root / "report").read_text()
     finally:
-        report.save_figure = save
+        report_figures.save_figure = save
     return {"text": text, "figures": figures, "dirs": dirs}
 
 
@@ -532,7 +539,7 @@ def result(label: str = "tiny4-mfbe-sigma0.25", sweep: str = "s", config_hash: s
     """A complete ConfigResult without files, for naming tests: ``changes`` set fields (and the same certified
     quantities), ``quantities`` adds more; the config hash covers them all unless given."""
     from audiocert.provenance import stable_hash
-    from audiocert.report import ConfigResult
+    from audiocert.reporting import ConfigResult
 
     algorithm = changes.pop("algorithm", "cohen")
     fields = {"dataset": "tiny4", "stage": "mfbe", "sigma": 0.25, "n0": 10, "n": 30, "alpha": 0.001, "seed": 0,
@@ -549,7 +556,7 @@ def result(label: str = "tiny4-mfbe-sigma0.25", sweep: str = "s", config_hash: s
 
 
 def test_distinct_names_append_only_what_tells_configs_of_one_label_apart():
-    from audiocert.report import distinct_names
+    from audiocert.reporting import distinct_names
 
     other = result("tiny4-waveform-sigma0.25")
     assert distinct_names([result(), other]) == ["tiny4-mfbe-sigma0.25", "tiny4-waveform-sigma0.25"]
@@ -573,7 +580,7 @@ def test_distinct_names_append_only_what_tells_configs_of_one_label_apart():
     twice = result(config_hash="f" * 16)
     assert distinct_names([twice, twice]) == ["tiny4-mfbe-sigma0.25, #1", "tiny4-mfbe-sigma0.25, #2"]
     # the certified-accuracy tables' row names: σ first, the same rule after it
-    from audiocert.report import row_labels
+    from audiocert.reporting import row_labels
 
     assert row_labels([result(), result(algorithm="sequential"), result(sigma=0.5)]) == [
         "σ = 0.25, cohen", "σ = 0.25, sequential", "σ = 0.5"]
@@ -642,7 +649,7 @@ def test_sequential_curves_are_steps_at_their_table_radii(twin_sweeps):
 
 
 def test_table_radius_rounds_down_to_the_grid():
-    from audiocert.report import table_radius
+    from audiocert.reporting import table_radius
 
     grid = (0.25, 0.5, 1.0)
     assert list(table_radius(np.array([0.0, 0.1, 0.25, 0.3, 0.99, 1.0, 7.0]), grid)) == [

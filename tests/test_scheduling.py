@@ -13,9 +13,8 @@ import numpy as np
 import pytest
 from test_trust import small_plan, write_config
 
-from audiocert import shards as shards_module
-from audiocert.locks import ConfigBusyError, acquire, holder_of, locked, release
-from audiocert.scheduling import (
+import audiocert.shards.records as shards_module
+from audiocert.launching.scheduling import (
     DEFAULT_SAMPLES_PER_S,
     check_launcher_config,
     estimate_throughput,
@@ -26,6 +25,7 @@ from audiocert.scheduling import (
     parse_scontrol_config,
     submission_capacity,
 )
+from audiocert.locks import ConfigBusyError, acquire, holder_of, locked, release
 from audiocert.settings import check_number
 from audiocert.shards import inventory, known_shards, shard_path
 from audiocert.status import busy_span
@@ -91,7 +91,7 @@ def test_an_impossible_budget_is_named(bad):
 
 
 def test_resumed_sweeps_pack_only_the_missing_shards(tmp_path):
-    from audiocert.launch import task_groups
+    from audiocert.launching.slurm import task_groups
 
     plan = small_plan()
     config_dir = write_config(tmp_path, plan)
@@ -255,7 +255,7 @@ def test_a_config_lock_names_its_holder_and_dies_with_it(tmp_path):
 
 ORPHAN_WORKER = """
 import subprocess, sys
-from audiocert import launch
+from audiocert.launching import worker
 from audiocert.status import process_start_time
 
 command = subprocess.Popen(["sleep", "60"])  # stands for the `audiocert certify` that started the worker
@@ -270,8 +270,8 @@ class EndsWithItsCommandGone:  # stands for a shard's work, shorter than the wor
         command.wait()
 
 
-launch.ConfigWork = EndsWithItsCommandGone
-launch.ShardWorker()([(sys.argv[1], 0), (sys.argv[1], 1)], None, 1, False,
+worker.ConfigWork = EndsWithItsCommandGone
+worker.ShardWorker()([(sys.argv[1], 0), (sys.argv[1], 1)], None, 1, False,
                      (command.pid, process_start_time(command.pid)))
 """
 

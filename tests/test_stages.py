@@ -75,8 +75,8 @@ def test_entries_are_frozen_and_complete():
 
 
 def test_certificate_semantics_and_report_read_the_registry():
-    from audiocert.reducer import certificate_semantics
-    from audiocert.report import stage_title, stage_units, waveform_bound
+    from audiocert.kinds.certify import certificate_semantics
+    from audiocert.reporting import stage_title, stage_units, waveform_bound
 
     for name, entry in STAGE_REGISTRY.items():
         assert certificate_semantics({}, name)["certified_object"] == entry.certified_object

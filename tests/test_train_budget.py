@@ -15,8 +15,11 @@ import torch
 from conftest import REPO, run_cli, tiny_overrides
 from omegaconf import OmegaConf
 
-from audiocert import train
 from audiocert.checkpoint import load_checkpoint
+from audiocert.training import augment, budget
+from audiocert.training.config import check_train_config
+from audiocert.training.finished import nothing_left_to_train
+from audiocert.training.run import run_training
 
 
 def assert_same(a: Any, b: Any, where: str = "") -> None:
@@ -87,7 +90,7 @@ def test_cli_budget_stop_saves_resumable_state_and_resume_matches_uninterrupted(
     assert f"resuming from {out / 'last.pt'} at epoch 1, batch 2/4" in result.stdout + result.stderr
     assert json.loads((out / "metrics.json").read_text())["stopped_by_budget"] is False
     whole = compose_train(tiny_corpus, tmp_path, "train.epochs=2")
-    train.run_training(whole, tmp_path / "whole")
+    run_training(whole, tmp_path / "whole")
     assert_same(trained_state(out / "last.pt"), trained_state(tmp_path / "whole" / "last.pt"))
 
 
@@ -106,39 +109,39 @@ def test_budget_stops_mid_epoch_twice_and_the_resumed_model_is_the_uninterrupted
     # the test set are one batch each, so the reserve is 2 x 1 s + 3 x 0.5 s (saves) before the first validation
     # is timed, 2 x 0.25 s after (saves take no fake time).
     now = [0.0]
-    original = train.model_inputs
+    original = augment.model_inputs
 
     def timed_inputs(*args: Any) -> torch.Tensor:
         now[0] += 1.0 if torch.is_grad_enabled() else 0.25
         return original(*args)
 
-    monkeypatch.setattr(train, "clock", lambda: now[0])
-    monkeypatch.setattr(train, "model_inputs", timed_inputs)
-    whole = train.run_training(compose_train(tiny_corpus, tmp_path, *three_epochs), tmp_path / "whole")
+    monkeypatch.setattr(budget, "clock", lambda: now[0])
+    monkeypatch.setattr(augment, "model_inputs", timed_inputs)
+    whole = run_training(compose_train(tiny_corpus, tmp_path, *three_epochs), tmp_path / "whole")
     assert whole["stop_reason"] == "epochs" and whole["epochs_run"] == 3
 
     out = tmp_path / "cut"
     now[0] = 0.0
     # 8 s: epoch 1 fits (3 + 1 + 3.5 <= 8 before its last batch), then at 4.25 s + k batches of epoch 2 the next
     # batch fits while 4.25 + k + 1 + 0.5 <= 8: k = 3 stops.
-    first = train.run_training(compose_train(tiny_corpus, tmp_path, *three_epochs, f"train.max_minutes={8 / 60!r}"),
-                               out)
+    first = run_training(compose_train(tiny_corpus, tmp_path, *three_epochs, f"train.max_minutes={8 / 60!r}"),
+                         out)
     assert first["stopped_by_budget"] and first["position"] == {"epoch": 1, "step": 3}
     assert first["train_seconds"] == 7.75 <= 8  # 7.25 training, 0.25 validating the partial model, 0.25 testing
     assert [s["step"] for s in torch.load(out / "last.pt", weights_only=True)["metrics"]["budget_stops"]] == [3]
     # 12 s in all: 4.25 s are left. The first batch always runs and ends epoch 2; validation; then epoch 3's
     # batches while 1.25 + k + 1 + 0.5 <= 4.25: k = 2 stops.
     now[0] = 0.0
-    second = train.run_training(compose_train(tiny_corpus, tmp_path, *three_epochs, "train.max_minutes=0.2"), out)
+    second = run_training(compose_train(tiny_corpus, tmp_path, *three_epochs, "train.max_minutes=0.2"), out)
     assert second["stopped_by_budget"] and second["position"] == {"epoch": 2, "step": 2}
     assert second["train_seconds"] == 7.75 + 3.75 <= 12
     # Same budget again: spent, nothing to do (nothing trained: the fake clock does not move; no file written).
     now[0] = 0.0
     before = {p.name: p.stat().st_mtime_ns for p in out.iterdir()}
-    again = train.run_training(compose_train(tiny_corpus, tmp_path, *three_epochs, "train.max_minutes=0.2"), out)
+    again = run_training(compose_train(tiny_corpus, tmp_path, *three_epochs, "train.max_minutes=0.2"), out)
     assert again == second and now[0] == 0.0 and {p.name: p.stat().st_mtime_ns for p in out.iterdir()} == before
     # No budget: the rest of epoch 3, then the same model as the run that was never stopped.
-    third = train.run_training(compose_train(tiny_corpus, tmp_path, *three_epochs), out)
+    third = run_training(compose_train(tiny_corpus, tmp_path, *three_epochs), out)
     assert third["stop_reason"] == "epochs" and third["steps_done"] == whole["steps_done"] == 12
     assert_same(trained_state(out / "last.pt"), trained_state(tmp_path / "whole" / "last.pt"))
 
@@ -161,7 +164,7 @@ def train_section(**changes: Any):
 ])
 def test_every_numeric_train_field_is_checked_finite_and_in_range(key: str, value: Any) -> None:
     with pytest.raises(ValueError, match=rf"train\.{key}="):
-        train.check_train_config(train_section(**{key: value}))
+        check_train_config(train_section(**{key: value}))
 
 
 @pytest.mark.parametrize("seed", [-1, 2**62, 1.5, math.nan])
@@ -169,12 +172,12 @@ def test_the_seed_is_checked_too(seed: Any) -> None:
     cfg = train_section()
     cfg.seed = seed
     with pytest.raises(ValueError, match="seed="):
-        train.check_train_config(cfg)
+        check_train_config(cfg)
 
 
 def test_valid_train_fields_pass() -> None:
-    train.check_train_config(train_section())
-    train.check_train_config(train_section(max_minutes=0.001, threads=2, **{"augment.sigma": 0.25}))
+    check_train_config(train_section())
+    check_train_config(train_section(max_minutes=0.001, threads=2, **{"augment.sigma": 0.25}))
 
 
 SUMMARY = {"position": {"epoch": 1, "step": 3}, "stale_epochs": 0, "stopped_by_budget": True, "max_minutes": 4,
@@ -199,16 +202,16 @@ SUMMARY = {"position": {"epoch": 1, "step": 3}, "stale_epochs": 0, "stopped_by_b
 def test_a_run_is_finished_when_its_continuation_knobs_would_train_no_further(
         summary: dict, changes: dict, finished: bool) -> None:
     train_cfg = {"epochs": 40, "patience": 6, "max_minutes": None, **changes}
-    assert (train.nothing_left_to_train(summary, train_cfg) is not None) is finished
+    assert (nothing_left_to_train(summary, train_cfg) is not None) is finished
 
 
 def test_budget_timer_judges_the_next_batch_by_the_mean_step_and_the_reserve(monkeypatch: pytest.MonkeyPatch) -> None:
     now = [0.0]
-    monkeypatch.setattr(train, "clock", lambda: now[0])
-    timer = train.BudgetTimer(budget_s=10.0, started=0.0)
+    monkeypatch.setattr(budget, "clock", lambda: now[0])
+    timer = budget.BudgetTimer(budget_s=10.0, started=0.0)
     now[0] = 50.0
     assert timer.next_step_fits(eval_batches=4)  # the first batch of a command runs while any budget is left
-    assert not train.BudgetTimer(budget_s=-1.0, started=0.0).next_step_fits(eval_batches=4)
+    assert not budget.BudgetTimer(budget_s=-1.0, started=0.0).next_step_fits(eval_batches=4)
     now[0] = 1.0
     timer.record_step(1.0)  # before any validation, an evaluation batch is taken to cost a training step
     assert timer.reserve_s(4) == 4 * 1.0 + 3 * 0.5
@@ -217,4 +220,4 @@ def test_budget_timer_judges_the_next_batch_by_the_mean_step_and_the_reserve(mon
     assert not timer.next_step_fits(4)  # 3.6 + 1 + 5.5 > 10
     timer.eval_s_per_batch, timer.save_s = 0.1, 0.0
     assert timer.next_step_fits(4)  # 3.6 + 1 + 0.4 <= 10
-    assert train.BudgetTimer(budget_s=math.inf, started=0.0).next_step_fits(10**9)
+    assert budget.BudgetTimer(budget_s=math.inf, started=0.0).next_step_fits(10**9)

@@ -14,6 +14,7 @@ import numpy as np
 import pytest
 import torch
 
+from audiocert.kinds.certify import certified_quantities, make_shards, reduce_config, select_examples
 from audiocert.provenance import (
     SEAL_KEY,
     CorruptFileError,
@@ -24,19 +25,15 @@ from audiocert.provenance import (
     seal,
     stable_hash,
 )
-from audiocert.reducer import reduce_config
 from audiocert.sampler import MAX_BLOCKS, MAX_EXAMPLES, PHASES, block_seed, block_seeds, feistel32
 from audiocert.shards import (
     PLAN_FILE,
     SHARD_FORMAT,
     IncompleteSweepError,
-    certified_quantities,
     encode_counts,
     inventory,
     known_shards,
-    make_shards,
     read_plan,
-    select_examples,
     shard_path,
     validate_shard_file,
     write_plan,
@@ -328,7 +325,8 @@ def test_full_disk_and_read_only_directory_raise_write_errors_naming_the_file(tm
 def test_device_type_is_part_of_the_config_hash_and_shards_elsewhere_are_refused():
     from hydra import compose, initialize_config_dir
 
-    from audiocert.shards import ShardContext, certified_quantities
+    from audiocert.kinds.certify import certified_quantities
+    from audiocert.shards import ShardContext
 
     conf = str(Path(__file__).resolve().parents[1] / "conf")
     with initialize_config_dir(config_dir=conf, version_base="1.3"):
@@ -342,3 +340,22 @@ def test_device_type_is_part_of_the_config_hash_and_shards_elsewhere_are_refused
     plan["quantities"]["device_type"] = "cuda"  # planned for GPU nodes; this process has only a CPU
     with pytest.raises(RuntimeError, match="planned for device type 'cuda' but this process computes on 'cpu'"):
         ShardContext(plan)
+
+
+def test_a_resealed_plan_whose_quantities_disagree_with_its_config_is_refused_under_python_O(tmp_path):
+    """With asserts stripped (PYTHONOPTIMIZE=1, as some sites run Python) a plan whose quantities.sigma was doubled,
+    rehashed and resealed must still be refused: its checks are not asserts (radii would silently double)."""
+    import subprocess
+    import sys
+
+    plan = small_plan()
+    plan["quantities"]["sigma"] = 2 * plan["quantities"]["sigma"]
+    plan["config_hash"] = stable_hash(plan["quantities"])
+    plan.pop(SEAL_KEY, None)
+    config_dir = write_config(tmp_path, seal(plan))
+    code = ("import sys, audiocert.kinds\nfrom audiocert.shards import read_plan\n"
+            "from audiocert.provenance import CorruptFileError\ntry:\n    read_plan(sys.argv[1])\n"
+            "except CorruptFileError as e:\n    print('refused:', e)\nelse:\n    print('accepted')")
+    result = subprocess.run([sys.executable, "-O", "-c", code, str(config_dir)], capture_output=True, text=True,
+                            timeout=120)
+    assert "refused:" in result.stdout and "sigma" in result.stdout, result.stdout + result.stderr

@@ -163,7 +163,7 @@ def task_corpus(cfg) -> None:
 
 def task_train(cfg) -> None:
     from audiocert.prepare import ensure_dataset
-    from audiocert.train import run_training
+    from audiocert.training import run_training
 
     ensure_dataset(cfg.dataset)
     metrics = run_training(cfg, cfg.output_dir)
@@ -178,19 +178,19 @@ def task_train(cfg) -> None:
 
 
 def task_certify(cfg) -> dict:
-    from audiocert.launch import plan_config
+    from audiocert.launching.planning import plan_config
 
     return plan_config(cfg)  # collected by launch.FinalizeSweep: nothing runs before every config is planned
 
 
 def task_attack(cfg) -> dict:
-    from audiocert.launch import plan_config
+    from audiocert.launching.planning import plan_config
 
     return plan_config(cfg, "attack")
 
 
 def task_perceptibility(cfg) -> dict:
-    from audiocert.launch import plan_config
+    from audiocert.launching.planning import plan_config
 
     return plan_config(cfg, "perceptibility")
 
@@ -200,7 +200,8 @@ def finisher(command: str) -> Callable[[Path], None]:
     launch.FinalizeSweep); exit 1 naming every config that was not completed."""
 
     def finish(record: Path) -> None:
-        from audiocert.launch import finish_sweep, report_outcomes
+        from audiocert.kinds import kind_named
+        from audiocert.launching.sweep import finish_sweep, report_outcomes
 
         planned = json.loads(record.read_text()) if record.is_file() else []
         if not planned:
@@ -209,7 +210,7 @@ def finisher(command: str) -> Callable[[Path], None]:
         sweep_dirs = sorted({entry["sweep_dir"] for entry in planned})
         if not report_outcomes(results, sweep_dirs[0]):
             failed = [r["label"] for r in results if "summary" not in r and not r.get("submitted")]
-            done = "certified" if command == "certify" else "completed"
+            done = kind_named(command).done_word
             raise SystemExit(f"audiocert {command}: {len(failed)} of {len(results)} config(s) not {done}: "
                              f"{', '.join(failed)}; the shard logs named above say why; fix it and rerun the same "
                              "command to resume (finished shards are kept)")
@@ -234,9 +235,9 @@ def one_line_errors(command: str, run: Callable[[list[str]], None]) -> Callable[
 
 
 def cmd_reduce(argv: list[str]) -> None:
-    from audiocert.launch import finalize_config, outcome_line
-    from audiocert.shards import IncompleteSweepError
-    from audiocert.status import config_dirs
+    from audiocert.kinds import kind_named
+    from audiocert.launching.executors import finalize_config
+    from audiocert.shards import IncompleteSweepError, config_dirs
 
     parser = argparse.ArgumentParser(prog="audiocert reduce", description=SUBCOMMANDS["reduce"])
     parser.add_argument("directory", type=Path, help="a config directory (holds plan.json) or a sweep directory")
@@ -247,7 +248,7 @@ def cmd_reduce(argv: list[str]) -> None:
     for config_dir in config_dirs(args.directory):
         try:
             s = finalize_config(config_dir, {"mode": args.wandb}, sweep_name_of(config_dir))
-            print(f"{config_dir}: {outcome_line(s)}")
+            print(f"{config_dir}: {kind_named(s['kind']).outcome(s)}")
         except IncompleteSweepError as error:
             failed += 1
             print(error, file=sys.stderr)

@@ -62,7 +62,7 @@ from torch import nn
 from audiocert.attacks import attacked_stage_inputs, check_stream, predict_attacked
 from audiocert.psychoacoustics import HOP, N_FFT, REFERENCE_DB, WINDOW_GAIN, MaskingThreshold, audibility
 from audiocert.sampler import Smooth, fill_noise
-from audiocert.settings import check_number
+from audiocert.settings import check_number, require
 from audiocert.statistics import ABSTAIN
 
 FLOOR_DB = -200.0  # PSD_delta floor of the penalty (see the module docstring)
@@ -235,7 +235,7 @@ def smoothed_log_probability(classifier: Classifier, z: torch.Tensor, noise: tor
                 shape = (-1, *([1] * (grad.dim() - 1)))
                 total_grad[r0:r1] = total_grad[r0:r1] * old.view(shape) + grad * new.view(shape)
             total[r0:r1] = merged
-    assert counts is not None
+    require(counts is not None)
     others = counts.clone()
     others[:, y] = -1
     votes = torch.stack([counts[:, y], others.amax(dim=1).clamp_min(0)], dim=1)

@@ -60,3 +60,10 @@ def describe_range(minimum: float | None, maximum: float | None, above: float | 
     if high:
         return f"must be {kind} {'<=' if maximum is not None else '<'} {high[:-1]}"
     return f"must be {kind}"
+
+
+def require(condition: object, message: str = "") -> None:
+    """ValueError unless ``condition``: a check that `python -O` keeps (an ``assert`` vanishes there, and a plan
+    whose quantities were edited and resealed would then be trusted)."""
+    if not condition:
+        raise ValueError(message or "a required condition does not hold")

@@ -17,9 +17,10 @@ from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
+import audiocert.kinds  # noqa: F401  (registers every kind, so a plan of any kind can be read)
 from audiocert.progress import progress
 from audiocert.provenance import CorruptFileError, read_json, seal_problem
-from audiocert.shards import PLAN_FILE, has_results, inventory, read_plan
+from audiocert.shards import config_dirs, has_results, inventory, read_plan
 
 JOBS_FILE = "jobs.json"
 DEFERRED_FILE = "deferred.json"  # the sweep's configs that wait for room under the site limits
@@ -65,21 +66,6 @@ def failures_in_logs(paths: Iterable[str | Path], config_dir: str | Path | None 
                     found.append(failure)
     unique = {(f.get("shard"), f.get("error")): f for f in found}
     return list(unique.values())
-
-
-def config_dirs(directory: str | Path) -> list[Path]:
-    """The config directories of a sweep directory (or the directory itself if it is one)."""
-    directory = Path(directory)
-    if (directory / PLAN_FILE).is_file():
-        return [directory]
-    if not directory.is_dir():
-        raise FileNotFoundError(f"{directory} does not exist: pass a sweep directory such as runs/sweeps/NAME")
-    # Certification configs, and the configs of other kinds inside them (attack-*/, perceptibility-*/).
-    found = sorted(p.parent for pattern in (f"*/{PLAN_FILE}", f"*/*-*/{PLAN_FILE}") for p in directory.glob(pattern)
-                   if p.parent.parent.name != "previous")
-    if not found:
-        raise FileNotFoundError(f"{directory} holds no config directories (no */{PLAN_FILE}): is it a sweep?")
-    return found
 
 
 def process_start_time(pid: int) -> float | None:

@@ -12,7 +12,6 @@ is dropped with one warning per process and certification goes on; every result 
 
 from __future__ import annotations
 
-import csv
 import logging
 import os
 import re
@@ -20,7 +19,8 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from audiocert.provenance import atomic_write_json, read_json
+from audiocert.kinds import kind_of
+from audiocert.provenance import atomic_write_json
 from audiocert.shards import inventory, read_plan
 
 log = logging.getLogger(__name__)
@@ -53,7 +53,7 @@ class ConfigRun:
 
         self.wandb, self.mode, self.config_dir = wandb, mode, Path(config_dir)
         self.plan = read_plan(self.config_dir)
-        self.kind = self.plan.get("kind", "certify")
+        self.kind = kind_of(self.plan)
         # The sweep directory (an attack's config directory sits inside its certification's); wandb adds wandb/.
         sweep_dir = (self.plan.get("config") or {}).get("sweep", {}).get("dir") or self.config_dir.parent
         wandb_dir = Path(logger_cfg.get("dir") or sweep_dir)
@@ -62,7 +62,7 @@ class ConfigRun:
         quantities = self.plan["quantities"]
         self.run = wandb.init(
             project=logger_cfg.get("project", "audiocert"), entity=logger_cfg.get("entity"), dir=str(wandb_dir),
-            mode=mode, group=sweep_name, job_type=self.kind, name=self.plan["label"],
+            mode=mode, group=sweep_name, job_type=self.kind.name, name=self.plan["label"],
             id=run_id(sweep_name, self.plan["config_hash"]), resume="allow", reinit="create_new",
             config=self.plan["config"] | {"config_hash": self.plan["config_hash"],
                                           "code_version": self.plan["code_version"]},
@@ -117,33 +117,18 @@ class ConfigRun:
                           "progress/wall_s": wall}, step=len(self.logged))
 
     def _log_results(self) -> None:
-        """The reduced config: curve table and line plot, summary metrics at the seed's radii (other kinds: the
-        tables, line plots and summary metrics their reducer listed in wandb.json)."""
+        """The reduced config: the tables, line plots and summary metrics of its kind's W&B spec."""
         self._log_progress()
-        if self.kind != "certify":
-            spec = read_json(self.config_dir / "wandb.json")
-            tables = {name: self.wandb.Table(columns=t["columns"], data=t["data"])
-                      for name, t in spec.get("tables", {}).items()}
-            logged = dict(tables)
-            for line in spec.get("lines", []):
-                logged[f"{line['table']}/{line['y']}"] = self.wandb.plot.line(
-                    tables[line["table"]], line["x"], line["y"], title=line["title"])
-            self.run.log(logged, step=len(self.logged) + 1)
-            for key, value in spec.get("summary", {}).items():
-                self.run.summary[key] = value
-            return
-        summary = read_json(self.config_dir / "summary.json")
-        with open(self.config_dir / "curve.csv") as handle:
-            rows = [[float(r["radius"]), float(r["certified_accuracy"])] for r in csv.DictReader(handle)]
-        table = self.wandb.Table(columns=["radius", "certified_accuracy"], data=rows)
-        self.run.log({"certified_accuracy_curve": self.wandb.plot.line(
-            table, "radius", "certified_accuracy",
-            title=f"certified accuracy vs radius ({self.plan['label']})")}, step=len(self.logged) + 1)
-        for radius, value in summary["certified_accuracy"].items():
-            self.run.summary[f"certified_accuracy/r={radius}"] = value
-        for key in ("smoothed_accuracy", "abstain_fraction", "predict_accuracy", "max_certifiable_radius",
-                    "median_radius_certified", "median_snr_db", "samples", "shard_seconds"):
-            self.run.summary[key] = summary[key]
+        spec = self.kind.wandb_spec(self.config_dir, self.plan)
+        tables = {name: self.wandb.Table(columns=t["columns"], data=t["data"])
+                  for name, t in spec.get("tables", {}).items()}
+        logged = dict(tables)
+        for line in spec.get("lines", []):
+            logged[line.get("key", f"{line['table']}/{line['y']}")] = self.wandb.plot.line(
+                tables[line["table"]], line["x"], line["y"], title=line["title"])
+        self.run.log(logged, step=len(self.logged) + 1)
+        for key, value in spec.get("summary", {}).items():
+            self.run.summary[key] = value
 
     def _finish(self) -> dict[str, Any]:
         run_dir = Path(self.run.dir).parent

@@ -8,8 +8,8 @@ run with no download. ``generate_corpus(root)`` writes::
     <root>/LibriSpeech/<subset>/<speaker>/<chapter>/<speaker>-<chapter>-<utt:04d>.flac   (mono, PCM_16)
     <root>/LibriSpeech/.audiocert-corpus.json                                          (written last)
 
-so any LibriSpeech reader reads it unchanged. The voices and the audio come from
-:mod:`audiocert.corpus.synthesis`.
+so any LibriSpeech reader reads it unchanged. The voices come from :mod:`audiocert.corpus.voices`, the audio
+from :mod:`audiocert.corpus.synthesis`.
 """
 
 from __future__ import annotations
@@ -25,14 +25,8 @@ from typing import Any
 import numpy as np
 import soundfile as sf
 
-from audiocert.corpus.synthesis import (
-    _TAG_CORPUS,
-    Voice,
-    _check_int,
-    _transcript_only,
-    synthesize_utterance,
-    voice_parameters,
-)
+from audiocert.corpus.synthesis import _transcript_only, synthesize_utterance
+from audiocert.corpus.voices import _TAG_CORPUS, Voice, _check_int, voice_parameters
 from audiocert.progress import progress as progress_bar  # `progress` is generate_corpus's flag
 from audiocert.provenance import atomic_write_bytes
 
@@ -141,33 +135,8 @@ def generate_corpus(root: str | Path, num_speakers: int = 10, utterances_per_spe
     record = {"version": CORPUS_VERSION, "params": params}
     base = Path(root) / "LibriSpeech"
     marker, partial = base / MARKER_NAME, base / PARTIAL_MARKER_NAME
-
-    def existing(path: Path) -> dict[str, Any] | None:
-        try:
-            return json.loads(path.read_text())
-        except (OSError, ValueError):
-            return None
-
-    if marker.exists():
-        found = existing(marker)
-        if found is not None and found.get("version") == CORPUS_VERSION and found.get("params") == params:
-            return base
-        raise CorpusMismatchError(
-            f"{base} already holds a synthetic corpus generated with different parameters or by another "
-            f"version ({found!r}); requested {record!r}. Pick another root or delete {base}."
-        )
-    if partial.exists():
-        found = existing(partial)
-        if found is None or found.get("version") != CORPUS_VERSION or found.get("params") != params:
-            raise CorpusMismatchError(
-                f"{base} holds an unfinished synthetic corpus generated with different parameters "
-                f"({found!r}); requested {record!r}. Pick another root or delete {base}."
-            )
-    elif base.exists() and any(base.iterdir()):
-        raise CorpusMismatchError(
-            f"{base} exists and was not written by audiocert.corpus (no {MARKER_NAME}); refusing to write "
-            f"into it. Pick another root or delete {base}."
-        )
+    if _already_complete(base, params, record):
+        return base
     base.mkdir(parents=True, exist_ok=True)
     payload = (json.dumps(record, indent=2, sort_keys=True) + "\n").encode()
     atomic_write_bytes(partial, payload)
@@ -178,30 +147,75 @@ def generate_corpus(root: str | Path, num_speakers: int = 10, utterances_per_spe
     minutes: list[float] = []
     with progress_bar(total=total, desc="synthetic LibriSpeech", unit="utt", disable=not progress) as bar:
         for voice, chaps in zip(voices, chapters, strict=True):
-            seconds = 0.0
-            utt_index = 0  # index of the utterance within the speaker (the seed stream)
-            for chapter_id, count in chaps:
-                cdir = base / subset / str(voice.speaker_id) / str(chapter_id)
-                cdir.mkdir(parents=True, exist_ok=True)
-                lines = []
-                for u in range(count):
-                    stem = f"{voice.speaker_id}-{chapter_id}-{u:04d}"
-                    flac = cdir / f"{stem}.flac"
-                    if flac.exists():  # resumed run: files are complete (atomic) and deterministic
-                        text = _transcript_only(voice, seed, utt_index, sample_rate, min_seconds, max_seconds)
-                        seconds += sf.info(str(flac)).frames / sample_rate
-                    else:
-                        audio, text = synthesize_utterance(voice, seed, utt_index, sample_rate, min_seconds,
-                                                           max_seconds)
-                        atomic_write_bytes(flac, _flac_bytes(audio, sample_rate))
-                        seconds += audio.size / sample_rate
-                    lines.append(f"{stem} {text}")
-                    utt_index += 1
-                    bar.update(1)
-                trans = cdir / f"{voice.speaker_id}-{chapter_id}.trans.txt"
-                atomic_write_bytes(trans, ("\n".join(lines) + "\n").encode())
+            seconds = _write_speaker(base / subset, voice, chaps, seed, sample_rate, min_seconds, max_seconds, bar)
             minutes.append(seconds / 60.0)
     atomic_write_bytes(base / "SPEAKERS.TXT", _speakers_txt(voices, subset, minutes).encode())
     atomic_write_bytes(marker, payload)
     partial.unlink(missing_ok=True)
     return base
+
+
+def _existing(path: Path) -> dict[str, Any] | None:
+    """The JSON record of a marker file, or None when it cannot be read."""
+    try:
+        return json.loads(path.read_text())
+    except (OSError, ValueError):
+        return None
+
+
+def _already_complete(base: Path, params: dict[str, Any], record: dict[str, Any]) -> bool:
+    """True when ``base`` holds the complete corpus of ``params``; False when it may be written (empty, absent,
+    or an unfinished run of the same parameters); CorpusMismatchError when it holds anything else."""
+    marker, partial = base / MARKER_NAME, base / PARTIAL_MARKER_NAME
+    if marker.exists():
+        found = _existing(marker)
+        if found is not None and found.get("version") == CORPUS_VERSION and found.get("params") == params:
+            return True
+        raise CorpusMismatchError(
+            f"{base} already holds a synthetic corpus generated with different parameters or by another "
+            f"version ({found!r}); requested {record!r}. Pick another root or delete {base}."
+        )
+    if partial.exists():
+        found = _existing(partial)
+        if found is None or found.get("version") != CORPUS_VERSION or found.get("params") != params:
+            raise CorpusMismatchError(
+                f"{base} holds an unfinished synthetic corpus generated with different parameters "
+                f"({found!r}); requested {record!r}. Pick another root or delete {base}."
+            )
+    elif base.exists() and any(base.iterdir()):
+        raise CorpusMismatchError(
+            f"{base} exists and was not written by audiocert.corpus (no {MARKER_NAME}); refusing to write "
+            f"into it. Pick another root or delete {base}."
+        )
+    return False
+
+
+def _write_speaker(subset_dir: Path, voice: Voice, chapters: Sequence[tuple[int, int]], seed: int,
+                   sample_rate: int, min_seconds: float, max_seconds: float, bar: Any) -> float:
+    """Write one speaker's chapters (FLAC files and transcripts) under ``subset_dir``; returns its seconds of audio.
+
+    Utterances are numbered within the speaker (the seed stream), across its chapters; a FLAC file already there
+    (a resumed run: files are complete, being atomic, and deterministic) is kept and only its transcript redrawn.
+    """
+    seconds = 0.0
+    utt_index = 0  # index of the utterance within the speaker (the seed stream)
+    for chapter_id, count in chapters:
+        cdir = subset_dir / str(voice.speaker_id) / str(chapter_id)
+        cdir.mkdir(parents=True, exist_ok=True)
+        lines = []
+        for u in range(count):
+            stem = f"{voice.speaker_id}-{chapter_id}-{u:04d}"
+            flac = cdir / f"{stem}.flac"
+            if flac.exists():  # resumed run: files are complete (atomic) and deterministic
+                text = _transcript_only(voice, seed, utt_index, sample_rate, min_seconds, max_seconds)
+                seconds += sf.info(str(flac)).frames / sample_rate
+            else:
+                audio, text = synthesize_utterance(voice, seed, utt_index, sample_rate, min_seconds, max_seconds)
+                atomic_write_bytes(flac, _flac_bytes(audio, sample_rate))
+                seconds += audio.size / sample_rate
+            lines.append(f"{stem} {text}")
+            utt_index += 1
+            bar.update(1)
+        trans = cdir / f"{voice.speaker_id}-{chapter_id}.trans.txt"
+        atomic_write_bytes(trans, ("\n".join(lines) + "\n").encode())
+    return seconds

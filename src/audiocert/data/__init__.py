@@ -18,10 +18,15 @@ Pipeline (see :func:`build_datasets`)::
 
 Modules, each one job; a module imports only those above it (``checks`` imports none of them)::
 
-    audio   reading one audio file (soundfile), mono / sample-rate checks, AudioFileError, AudioDataWarning
-    scan    the LibriSpeech layout scan, SPEAKERS.TXT, the scan cache -> Manifest
-    checks  validation of the dataset config values
-    splits  train/test split by utterance, crop selection (CropDataset), build_datasets
+    audio           reading one audio file (soundfile), mono / sample-rate checks, AudioFileError, AudioDataWarning
+    manifest        Manifest, Utterance, SpeakerInfo (and the manifest's JSON form), SPEAKERS.TXT
+    layout          the LibriSpeech directory layout: root, subset, speaker and chapter directories, its errors
+    cache_trust     the walk of a full scan and what a trusted scan cache records and checks
+    manifest_cache  the scan cache: where it lives, its key, reading and writing
+    headers         file headers -> Manifest (bad, short and off-rate files)
+    scan            the LibriSpeech layout scan (scan_librispeech) -> Manifest
+    checks          validation of the dataset config values
+    splits          train/test split by utterance, crop selection (CropDataset), build_datasets
 
 Decisions (each is repeated where it is implemented):
 
@@ -39,16 +44,10 @@ Decisions (each is repeated where it is implemented):
 """
 
 from audiocert.data.audio import AudioDataWarning, AudioFileError, load_audio
-from audiocert.data.scan import (
-    DatasetLayoutError,
-    DatasetNotFoundError,
-    Manifest,
-    SpeakerInfo,
-    Utterance,
-    default_cache_dir,
-    read_speakers_txt,
-    scan_librispeech,
-)
+from audiocert.data.layout import DatasetLayoutError, DatasetNotFoundError
+from audiocert.data.manifest import Manifest, SpeakerInfo, Utterance, read_speakers_txt
+from audiocert.data.manifest_cache import default_cache_dir
+from audiocert.data.scan import scan_librispeech
 from audiocert.data.splits import CropDataset, DataBundle, build_datasets, split_utterances
 
 __all__ = [

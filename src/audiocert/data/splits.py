@@ -19,7 +19,9 @@ from torch.utils.data import Dataset
 
 from audiocert.data.audio import _REFETCH_HINT, PathLike, _file_error, load_audio
 from audiocert.data.checks import check_dataset_config
-from audiocert.data.scan import Manifest, Utterance, _list_for_message, scan_librispeech
+from audiocert.data.layout import _list_for_message
+from audiocert.data.manifest import Manifest, Utterance
+from audiocert.data.scan import scan_librispeech
 
 __all__ = ["CropDataset", "DataBundle", "build_datasets", "split_utterances"]
 

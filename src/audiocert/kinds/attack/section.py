@@ -1,0 +1,140 @@
+"""The report's section on attacks: certified accuracy (a lower bound) beside the empirical robust accuracy of g and
+of f under the attack (upper bounds), per config, with the consistency check and the smallest successful attack.
+
+Built from what ``audiocert attack`` reduced (``<config>/attack-*/summary.json``, ``robust.csv``, the attacked
+example) and the certification's certificates; one of the sections :func:`audiocert.report.write_report`
+writes.
+"""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from audiocert.reporting.context import ReportContext
+from audiocert.reporting.figures import curve, new_figure, save_figure
+from audiocert.reporting.names import cell, fmt_float, output_file, slug
+from audiocert.reporting.results import ConfigResult
+
+INTRO = (
+    "Certified accuracy at r is a lower bound on the accuracy of the smoothed classifier g against every "
+    "perturbation of L2 norm below r; the attack gives upper bounds. For each budget eps, SmoothAdv's PGD "
+    "(Salman et al. 2019) maximises -log of g's soft probability of the true class, estimated from m noise draws "
+    "per step, over ||delta||_2 <= eps (T normalised steps of 2 eps / T, projection, restarts), with noise from "
+    "the attack's own seeded streams; the attacked input is then judged by PREDICT of g (n samples of the "
+    "prediction stream, level alpha; an abstention counts as not robust). The same PGD on f alone (no noise) "
+    "shows what smoothing buys. The true robust accuracy lies between the certified curve and the empirical one "
+    "of g. A point certified at R whose attacked input at eps < R is PREDICTed as another class contradicts its "
+    "certificate; honest certificates allow that with probability about alpha per point.")
+
+
+def robustness_section(kind: Any, context: ReportContext) -> list[str]:
+    """Markdown lines (and figures and example files written into the output directory) for every complete config
+    with an attack (``kind``: the attack kind, whose reduced configs it reads)."""
+    output = context.output
+    entries = [(r, d, s) for r in context.complete for d, s in kind.results_of(r.directory)]
+    if not entries:
+        return []
+    lines = ["## Certified vs empirical robustness", "", INTRO, "",
+             "| config | attack space | points | budgets | T x m x restarts | PREDICT n | contradictions (α) | "
+             "passes / point | non-finite gradients |", "|---|---|---|---|---|---|---|---|---|"]
+    for r, _, s in entries:
+        settings = s["settings"]
+        lines.append(f"| {cell(r.name)} | {s['space']} | {s['points']} | {len(s['eps'])} | "
+                     f"{settings['steps']} x {settings['samples']} x {settings['restarts']} | {settings['n']} | "
+                     f"{s['contradictions']} ({s['alpha']:g}) | {s['passes_per_point']:,.0f} | "
+                     f"{s['nonfinite_gradients']} |")
+    lines.append("")
+    for r, directory, s in entries:
+        lines += config_section(r, directory, s, output)
+    return lines
+
+
+def config_section(r: ConfigResult, directory: Path, s: dict[str, Any], output: Path) -> list[str]:
+    space = s["space"]
+    units = "waveform samples" if space == "waveform" or s["stage"] == "waveform" else f"{s['stage']} units"
+    lines = [f"### {cell(r.name)}: attack in the {space} space", ""]
+    figure = output_file(output, f"robustness_{slug(r.short_name)}_{slug(space)}.png")
+    certified_note = robustness_figure(r, s, figure)
+    lines += [f"![Certified vs empirical: {r.name}, {space}]({figure.name})", "",
+              f"*Certified accuracy (line: a lower bound{certified_note}) and empirical robust accuracy under "
+              f"attack of g and of f (markers: upper bounds) against the L2 budget in {units}; {s['comparison']}.*",
+              ""]
+    header = "| eps | certified accuracy | robust accuracy of g | robust accuracy of f |"
+    lines += [header, "|---|---|---|---|"]
+    if s.get("g_clean_accuracy") is not None:
+        lines.append(f"| 0 (clean, PREDICT) | - | {s['g_clean_accuracy']:.3f} | - |")
+    for k, eps in enumerate(s["eps"]):
+        certified = fmt_float(s["certified_accuracy"][k], ".3f") if s.get("certified_accuracy") else "n/a"
+        f_value = fmt_float(s["f_robust_accuracy"][k], ".3f") if s.get("f_robust_accuracy") else "n/a"
+        lines.append(f"| {eps:.4g} | {certified} | {s['g_robust_accuracy'][k]:.3f} | {f_value} |")
+    lines.append("")
+    if s.get("certified_accuracy") is None:
+        why = s["certificates"] if "not reduced" in s["certificates"] else s["comparison"]
+        lines += [f"Certified accuracy: {why}.", ""]
+    if s["contradictions"]:
+        shown = "; ".join(f"point {c['idx']} (R = {c['radius']:.4g}, class {c['certified_class']}) at eps = "
+                          f"{c['eps']:.4g} -> class {c['attacked_class']}" for c in s["contradiction_points"][:5])
+        lines += [f"**Consistency: {s['contradictions']} contradiction(s)** among {s['points']} points (α = "
+                  f"{s['alpha']:g}): {shown}.", ""]
+    else:
+        lines += [f"Consistency: no attacked input within a certified radius changed the smoothed prediction "
+                  f"({s['points']} points)." if s.get("certified_accuracy") is not None else
+                  "Consistency: not checked (no certificates of this config in its directory).", ""]
+    example = s.get("example")
+    if example:
+        copied = copy_example(directory, example, output, f"attack_{slug(r.short_name)}_{slug(space)}")
+        audio = (f"audio: [clean]({copied['clean_audio']})" + (f", [attacked]({copied['attacked_audio']})"
+                 if "attacked_audio" in copied else "") + f" ({example['audio']})")
+        lines += [f"Smallest successful attack on g: point {example['idx']} (label {example['label']}) at eps = "
+                  f"{example['eps']:.4g} (||delta||_2 = {example['delta_l2']:.4g}); {audio}.", "",
+                  f"![attacked example]({copied['image']})", ""]
+    else:
+        lines += ["No attack on g succeeded at these budgets (or no attacked example was kept).", ""]
+    return lines
+
+
+def robustness_figure(r: ConfigResult, s: dict[str, Any], path: Path) -> str:
+    """Certified curve in the attack space (where there is one) and the two empirical curves; returns a note
+    on how the certified curve was placed."""
+    fig, ax = new_figure(8.5, 4.6)
+    eps = np.asarray(s["eps"], dtype=float)
+    note = ""
+    compared = s.get("eps_in_certificate_space")
+    if compared is not None and r.radii.size:
+        scale = float(np.asarray(compared)[0] / eps[0])  # 1 in the certificate's space, L for a waveform attack
+        grid = np.linspace(0.0, 1.05 * max(float(eps.max()), r.ceiling / scale), 600)
+        ax.plot(grid, curve(r.radii / scale, r.correct, grid), color="black", linewidth=2.0,
+                label="certified accuracy (lower bound)")
+        if scale != 1.0:
+            note = f", radii divided by the proven bound L = {scale:.4f}"
+    else:
+        note = ": none in this space"
+    ax.plot(eps, s["g_robust_accuracy"], marker="o", color="tab:red", linewidth=1.5,
+            label="robust accuracy of g under attack (upper bound)")
+    if s.get("f_robust_accuracy") is not None:
+        ax.plot(eps, s["f_robust_accuracy"], marker="s", linestyle="--", color="tab:blue", linewidth=1.2,
+                label="robust accuracy of f under attack")
+    space = "waveform" if s["space"] == "waveform" else s["stage"]
+    ax.set_xlabel(f"L2 budget / radius in {space} space")
+    ax.set_ylabel("accuracy (fraction of attacked points)")
+    ax.set_ylim(-0.02, 1.02)
+    ax.set_title(f"{r.name}: certified vs empirical ({s['space']} space)", fontsize=11)
+    ax.grid(True, alpha=0.4)
+    ax.legend(fontsize=9)
+    save_figure(fig, path)
+    return note
+
+
+def copy_example(directory: Path, example: dict[str, Any], output: Path, stem: str) -> dict[str, str]:
+    """Copy the attacked example's files into the report directory (so the report stands alone)."""
+    copied = {}
+    for key, suffix in (("clean_audio", "_clean.wav"), ("attacked_audio", ".wav"), ("image", ".png")):
+        if key in example and (directory / example[key]).is_file():
+            target = output_file(output, f"{stem}{suffix}")
+            shutil.copyfile(directory / example[key], target)
+            copied[key] = target.name
+    return copied
