@@ -19,7 +19,7 @@ import pytest
 import torch
 from conftest import REPO, certify_overrides
 
-from audiocert.kinds import register_kind
+from audiocert.kinds import KINDS, register_kind
 from audiocert.kinds.derived import DerivedKind, PointResults
 from audiocert.provenance import atomic_write_json
 from audiocert.settings import check_number
@@ -98,7 +98,7 @@ class ToyResults(PointResults):
 
 
 @pytest.mark.slow
-def test_a_fourth_kind_goes_through_plan_shards_reduce_status_and_report(trained, tmp_path):
+def test_a_fourth_kind_goes_through_plan_shards_reduce_status_and_report(trained, tmp_path, request):
     from hydra import compose, initialize_config_dir
 
     from audiocert.kinds.certify import read_certificates
@@ -109,6 +109,7 @@ def test_a_fourth_kind_goes_through_plan_shards_reduce_status_and_report(trained
     from audiocert.status import format_status
 
     toy = register_kind(ToyKind())
+    request.addfinalizer(lambda: KINDS.pop(toy.name))  # known to this test only
     sweep = tmp_path / "sweep"
     overrides = [*certify_overrides(trained, "toy"), f"checkpoint={trained['dir'] / 'best.pt'}", f"sweep.dir={sweep}",
                  "launcher=debug", "launcher.threads=1", "+toy.scale=2.5", "+toy.examples=3"]

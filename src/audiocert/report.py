@@ -2,7 +2,7 @@
 each certificate means (Park et al. 2026's reporting items), all read back from the sweeps' files.
 
 ``write_report(sweep_dirs)`` writes ``report.md`` with PNG figures beside it (default ``<first sweep>/report/``),
-its heading, then each kind's section in the order ``audiocert.kinds.ALL`` lists the kinds
+its heading, then each kind's section in the order the kinds were registered (``audiocert.kinds.ALL`` first)
 (:meth:`audiocert.shards.WorkKind.report_section`):
 
 - the runs it drew on (config directories with config hash, code versions, checkpoint digest, seed) and the
@@ -35,7 +35,7 @@ import datetime
 from collections.abc import Sequence
 from pathlib import Path
 
-from audiocert.kinds import ALL
+from audiocert.kinds import KINDS
 from audiocert.provenance import atomic_write_text, code_version
 from audiocert.reporting.context import ReportContext, build_context
 from audiocert.reporting.names import output_file
@@ -52,7 +52,7 @@ def write_report(sweep_dirs: list[Path], output: Path | None = None, radii: Sequ
     """
     context = build_context(sweep_dirs, output, radii, include_superseded)
     lines = heading(context)
-    for kind in ALL:
+    for kind in KINDS.values():  # the built-in kinds in their order, then any registered since
         lines += kind.report_section(context)
     return atomic_write_text(output_file(context.output, REPORT_FILE), "\n".join(lines))
 
