@@ -18,6 +18,7 @@ import sys
 import tempfile
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 # The configs: conf/ of the source tree, installed as this package (pyproject.toml), so a wheel carries them and an
 # editable install reads conf/ itself. A user's own configs come in through Hydra's --config-dir DIR, searched after
@@ -177,22 +178,20 @@ def task_train(cfg) -> None:
           f"({metrics['train_seconds']:.0f} s{stopped}); checkpoint {metrics['checkpoint']}")
 
 
-def task_certify(cfg) -> dict:
-    from audiocert.launching.planning import plan_config
+def planner(kind: str) -> Callable[[Any], dict]:
+    """The Hydra task of a kind's command: plan one config of that kind (run later by ``finisher``)."""
 
-    return plan_config(cfg)  # collected by launch.FinalizeSweep: nothing runs before every config is planned
+    def plan(cfg) -> dict:
+        from audiocert.launching.planning import plan_config
+
+        return plan_config(cfg, kind)  # collected by FinalizeSweep: nothing runs before every config is planned
+
+    return plan
 
 
-def task_attack(cfg) -> dict:
-    from audiocert.launching.planning import plan_config
-
-    return plan_config(cfg, "attack")
-
-
-def task_perceptibility(cfg) -> dict:
-    from audiocert.launching.planning import plan_config
-
-    return plan_config(cfg, "perceptibility")
+# The kinds of work with a command of their own, each with its config (conf/<kind>.yaml); named here so that
+# `audiocert --help` imports no torch.
+KIND_COMMANDS = ("certify", "attack", "perceptibility")
 
 
 def finisher(command: str) -> Callable[[Path], None]:
@@ -316,9 +315,7 @@ def task_examples(cfg) -> None:
 COMMANDS: dict[str, Callable[[list[str]], None]] = {
     "corpus": hydra_app("corpus", task_corpus),
     "train": hydra_app("train", task_train),
-    "certify": hydra_app("certify", task_certify, finisher("certify")),
-    "attack": hydra_app("attack", task_attack, finisher("attack")),
-    "perceptibility": hydra_app("perceptibility", task_perceptibility, finisher("perceptibility")),
+    **{kind: hydra_app(kind, planner(kind), finisher(kind)) for kind in KIND_COMMANDS},
     "reduce": one_line_errors("reduce", cmd_reduce),
     "status": one_line_errors("status", cmd_status),
     "report": one_line_errors("report", cmd_report),

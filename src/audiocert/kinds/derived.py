@@ -181,6 +181,11 @@ class DerivedKind(WorkKind):
         """(directory, summary) of this kind's reduced configs inside a certification config."""
         return [(d, s) for d in self.directories(certify_dir) if (s := self.read_summary(d)) is not None]
 
+    def report_entries(self, context: Any) -> list[tuple[Any, Path, dict[str, Any]]]:
+        """(certification result, directory, summary) of this kind's reduced configs over the report's complete
+        certifications: what its report section shows."""
+        return [(r, d, s) for r in context.complete for d, s in self.results_of(r.directory)]
+
     def wandb_spec(self, config_dir: Path, plan: Mapping[str, Any]) -> dict[str, Any]:
         """The tables, line plots and summary metrics its reducer listed in wandb.json."""
         return read_json(Path(config_dir) / "wandb.json")

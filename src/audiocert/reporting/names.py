@@ -24,6 +24,11 @@ SAFE_NAME = re.compile(r"[A-Za-z0-9._-]+")
 MAX_SLUG = 80
 
 
+def table_opening(title: str, intro: str, columns: Sequence[str]) -> list[str]:
+    """A section's heading, its introduction, and the head of its table."""
+    return [title, "", intro, "", "| " + " | ".join(columns) + " |", "|---" * len(columns) + "|"]
+
+
 # ----------------------------------------------------------------------------------------------------------
 # Paths: nothing read from a sweep may steer a write outside the output directory
 # ----------------------------------------------------------------------------------------------------------

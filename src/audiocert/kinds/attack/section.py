@@ -16,7 +16,7 @@ import numpy as np
 
 from audiocert.reporting.context import ReportContext
 from audiocert.reporting.figures import curve, new_figure, save_figure
-from audiocert.reporting.names import cell, fmt_float, output_file, slug
+from audiocert.reporting.names import cell, fmt_float, output_file, slug, table_opening
 from audiocert.reporting.results import ConfigResult
 
 INTRO = (
@@ -35,12 +35,12 @@ def robustness_section(kind: Any, context: ReportContext) -> list[str]:
     """Markdown lines (and figures and example files written into the output directory) for every complete config
     with an attack (``kind``: the attack kind, whose reduced configs it reads)."""
     output = context.output
-    entries = [(r, d, s) for r in context.complete for d, s in kind.results_of(r.directory)]
+    entries = kind.report_entries(context)
     if not entries:
         return []
-    lines = ["## Certified vs empirical robustness", "", INTRO, "",
-             "| config | attack space | points | budgets | T x m x restarts | PREDICT n | contradictions (α) | "
-             "passes / point | non-finite gradients |", "|---|---|---|---|---|---|---|---|---|"]
+    lines = table_opening("## Certified vs empirical robustness", INTRO, (
+        "config", "attack space", "points", "budgets", "T x m x restarts", "PREDICT n", "contradictions (α)",
+        "passes / point", "non-finite gradients"))
     for r, _, s in entries:
         settings = s["settings"]
         lines.append(f"| {cell(r.name)} | {s['space']} | {s['points']} | {len(s['eps'])} | "

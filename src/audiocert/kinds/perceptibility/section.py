@@ -16,7 +16,7 @@ from typing import Any
 
 from audiocert.reporting.context import ReportContext
 from audiocert.reporting.figures import colours, new_figure, save_figure
-from audiocert.reporting.names import cell, fmt_float, output_file, slug
+from audiocert.reporting.names import cell, fmt_float, output_file, slug, table_opening
 from audiocert.reporting.results import ConfigResult
 
 INTRO = (
@@ -74,12 +74,12 @@ def perceptibility_section(kind: Any, context: ReportContext) -> list[str]:
     """Markdown lines (figures and audio written into the output directory) for every complete config with a
     perceptibility run (``kind``: the perceptibility kind, whose reduced configs it reads)."""
     output = context.output
-    entries = [(r, d, s) for r in context.complete for d, s in kind.results_of(r.directory)]
+    entries = kind.report_entries(context)
     if not entries:
         return []
-    lines = ["## Perceptibility: certified radii against what a listener hears", "", INTRO, "",
-             "| config | points | certified | budget B (median) | budget SNR (dB) | tightness B / U | R_w (median) "
-             "| covers: proven / at most | R_w / B median [q25, q75] |", "|---|---|---|---|---|---|---|---|---|"]
+    lines = table_opening("## Perceptibility: certified radii against what a listener hears", INTRO, (
+        "config", "points", "certified", "budget B (median)", "budget SNR (dB)", "tightness B / U", "R_w (median)",
+        "covers: proven / at most", "R_w / B median [q25, q75]"))
     for r, _, s in entries:
         c, b = s["coverage"], s["budgets"]
         covers = ("no waveform certificate" if c["fraction_covers_at_most"] is None else
