@@ -335,3 +335,33 @@ def test_waveform_attack_on_rescnn_at_magspec():
     assert json.loads(json.dumps(record)) == record  # a shard can write it as it is
     again = attack_point(smooth, x, y, settings, example=3, to_stage=to_stage)
     assert torch.equal(again.smoothed.delta, point.smoothed.delta) and np.array_equal(again.predict, point.predict)
+
+
+def test_a_subnormal_gradient_gives_a_finite_full_step():
+    """Saturated logits make the float32 gradient subnormal: a / ||grad|| overflows float32, and inf x 0 was NaN
+    (the row became [inf, nan, nan, nan]). The step must be finite, of length a, along the gradient."""
+    from audiocert.attacks.ball import _ascent_step
+
+    delta, flat = _ascent_step(torch.zeros(1, 4), torch.tensor([[1e-41, 0.0, 0.0, 0.0]]), torch.tensor([1.0]),
+                               2.5, 10)
+    assert torch.isfinite(delta).all() and not flat.any()
+    assert torch.equal(delta, torch.tensor([[0.25, 0.0, 0.0, 0.0]]))
+
+
+def test_a_saturated_model_is_attacked_with_finite_perturbations():
+    """The linear classifier with logits scaled by 1000, at a point whose logit gap is about 102 and with almost no
+    noise: softmax saturates and the float32 gradient is subnormal (about e^-102). Every budget's perturbation must
+    be finite and inside its ball (the old step made it NaN), and the budget beyond the margin reaches the boundary."""
+    classifier, points, margins, labels = linear_points()
+
+    class Saturated(nn.Module):
+        def forward(self, z: torch.Tensor) -> torch.Tensor:
+            return classifier(z) * 1000.0
+
+    k = 1  # label 1: the margin is w.x + b
+    target = 102.0 / (2 * 1000.0 * SCALE)  # logit gap 2 * 1000 * SCALE * margin = 102
+    x = points[k] + (target - float(margins[k])) * classifier.w
+    result = smoothed_pgd(Saturated().eval(), x, int(labels[k]), (0.25 * target, 4 * target), sigma=1e-4, steps=8,
+                          samples=4, restarts=1, seed=5, example=k)
+    assert torch.isfinite(result.delta).all(), result.delta
+    assert np.all(result.l2 <= np.array([0.25, 4.0]) * target * (1 + 1e-12)) and result.l2[1] > target

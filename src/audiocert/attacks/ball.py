@@ -50,8 +50,15 @@ def _clean_gradient(grad: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
 
 def _ascent_step(delta: torch.Tensor, grad: torch.Tensor, eps: torch.Tensor, step_factor: float,
                  steps: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """delta <- Proj(delta + a grad / ||grad||), a = step_factor * eps / T, per row; zero-gradient rows stay."""
+    """delta <- Proj(delta + a grad / ||grad||), a = step_factor * eps / T, per row; zero-gradient rows stay.
+
+    Promise: a finite gradient gives a finite step. The norm is taken in float64; where a / ||grad|| does not fit
+    the gradient's dtype (a subnormal float32 gradient of saturated logits), the step is formed in float64."""
     norms = torch.linalg.vector_norm(grad.double().flatten(1), dim=1)
     scale = torch.where(norms > 0, step_factor * eps / steps / norms.clamp_min(1e-300), torch.zeros_like(norms))
-    delta.add_(grad * _per_row(scale.to(grad.dtype), grad))
+    narrow = scale.to(grad.dtype)
+    if bool(torch.isfinite(narrow).all()):
+        delta.add_(grad * _per_row(narrow, grad))
+    else:  # a tiny (e.g. subnormal) gradient of a saturated model: its scale overflows the gradient's dtype
+        delta.add_((grad.double() * _per_row(scale, grad)).to(delta.dtype))
     return _project(delta, eps), norms == 0

@@ -99,7 +99,7 @@ def check_device(cfg: DictConfig) -> None:
     resolve_device(name)
 
 
-def plan_config(cfg: DictConfig, work: str = "certify") -> dict[str, Any]:
+def plan_config(cfg: DictConfig, work: str = CERTIFY.name) -> dict[str, Any]:
     """One Hydra job: prepare data, check and plan the config, list its pending shards. Runs nothing.
 
     Everything that could stop the work (dataset, speakers, checkpoint, audio, values, the device, an absent

@@ -11,7 +11,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from audiocert.kinds.certify import read_certificates
+from audiocert.kinds.certify.certificates import CERTIFICATION, read_certificates
 from audiocert.provenance import CorruptFileError, file_digest, read_json, stable_hash
 from audiocert.shards import config_dirs, inventory, read_plan
 from audiocert.statistics import REPORT_RADII, max_certifiable_radius
@@ -110,8 +110,8 @@ class ConfigResult:
 def load_config_result(config_dir: Path, sweep_dir: Path) -> ConfigResult | None:
     """A config as the report sees it; its plan is checked as every reader checks it (seal, hash, safe label)."""
     plan = read_plan(config_dir)
-    if plan.get("kind", "certify") != "certify":
-        return None  # an attack or perceptibility config: its certification's section shows it
+    if plan["kind"] != CERTIFICATION:
+        return None  # a config of a kind built on a certification: that kind's section shows it
     q, config = plan["quantities"], plan["config"]
     provenance = read_json(config_dir / "provenance.json") if (config_dir / "provenance.json").is_file() else {}
     result = ConfigResult(

@@ -12,6 +12,7 @@ from typing import Any
 
 from audiocert.shards import read_plan
 
+CERTIFICATION = "certify"  # the kind whose results these are (the name in its plans)
 CERTIFICATE_COLUMNS = ("idx", "label", "predict", "radius", "correct", "time")
 
 

@@ -11,6 +11,7 @@ import numpy as np
 import torch
 
 from audiocert.algorithms import make_algorithm
+from audiocert.kinds.certify.certificates import CERTIFICATION
 from audiocert.kinds.certify.counts import CountsAccumulator, counts_payload
 from audiocert.kinds.certify.plan import COUNTED_PHASES, check_plan_consistency, make_plan, round_shards
 from audiocert.kinds.certify.reduce import reduce_config
@@ -29,7 +30,7 @@ from audiocert.shards.worker import ConfigWork
 class CertifyKind(WorkKind):
     """Certification: class counts of f under noise, per point and phase; rounds as the algorithm asks."""
 
-    name = "certify"
+    name = CERTIFICATION
     range_keys = COUNTED_PHASES
     payload_keys = ("counts", "stage_norms", "waveform_norms")
     result_files = ("certificates.tsv", "summary.json")
