@@ -51,6 +51,8 @@ def test_attack_runs_on_the_certified_points_and_every_executor_agrees(trained):
     assert len(rows) == 16 and {r["idx"] for r in rows} == {str(i["index"]) for i in plan["inputs"]}
     assert all(float(r["g_l2"]) <= float(r["eps"]) * (1 + 1e-6) for r in rows)  # every delta in its ball
     # One process, the same shards: the same results, to the last bit.
+    for sweep in ("atk-debug", "atk-cut"):  # an attack needs its certification (the same points, reduced)
+        run_cli(["certify", *certify_overrides(trained, sweep, "launcher=debug")], runs)
     run_cli(["attack", *certify_overrides(trained, "atk-debug", "launcher=debug", *ATTACK)], runs)
     assert table(attack_dir(runs, "atk-debug")) == rows
     # Other shards (all points in one, one budget each): the same decisions; the norms of f's deltas may differ
@@ -76,6 +78,8 @@ def test_a_planted_unsound_certificate_is_caught_by_the_attack(trained):
     """Radii inflated a thousandfold put every budget inside every certified ball: each successful attack on a
     certified point is then a contradiction, and the reducer counts and names them."""
     from audiocert.kinds.certify import certificates_tsv, read_certificates
+    from audiocert.kinds.certify.certificates import certificates_digest
+    from audiocert.provenance import SEAL_KEY, atomic_write_json, seal
     from audiocert.shards import inventory
 
     runs = trained["runs"]
@@ -90,7 +94,14 @@ def test_a_planted_unsound_certificate_is_caught_by_the_attack(trained):
     assert expected > 0, "no attack succeeded on a certified point: the planted certificate would catch nothing"
     for row in rows:
         row["radius"] *= 1000.0
-    (directory.parent / "certificates.tsv").write_text(certificates_tsv(rows))
+    # Planted as a faulty reducer would write it: the table and the digest its sealed summary records (a table
+    # edited by hand is refused before it is used: test_trust).
+    table_text = certificates_tsv(rows)
+    (directory.parent / "certificates.tsv").write_text(table_text)
+    certify_summary = json.loads((directory.parent / "summary.json").read_text())
+    certify_summary.pop(SEAL_KEY)
+    atomic_write_json(directory.parent / "summary.json",
+                      seal({**certify_summary, "certificates_sha256": certificates_digest(table_text)}))
     from audiocert.kinds.certify import reduce_config
 
     summary = reduce_config(directory, inventory(directory, merge=True))
@@ -105,6 +116,7 @@ def test_killed_attack_resumes_without_recomputing_and_a_failed_shard_fails_the_
     slower = [a for a in ATTACK if not a.startswith(("attack.steps=", "attack.shard.examples="))]
     args = ["attack", *certify_overrides(trained, sweep, "launcher=local", "launcher.workers=1", *slower,
                                          "attack.steps=16", "attack.shard.examples=1")]
+    run_cli(["certify", *certify_overrides(trained, sweep, "launcher=debug")], runs)  # what the attack reads
     env = {**os.environ, "AUDIOCERT_RUNS_DIR": str(runs)}
     parent = subprocess.Popen([sys.executable, "-m", "audiocert.cli", *args], cwd=REPO, env=env,
                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)

@@ -404,6 +404,8 @@ def test_an_attack_on_slurm_gives_the_results_of_one_process(cluster, trained):
     runs = trained["runs"]
     attack = ("attack.steps=2", "attack.samples=4", "attack.n=30", "attack.eps=[0.5,4.0]", "attack.shard.examples=2",
               "attack.batch_size=8")
+    for sweep in ("slurm-atk-ref", "slurm-atk"):  # an attack needs its certification (the same points, reduced)
+        run_cli(["certify", *certify_overrides(trained, sweep, "launcher=debug")], runs)
     run_cli(["attack", *certify_overrides(trained, "slurm-atk-ref", "launcher=debug", *attack)], runs)
     run_cli(["attack", *certify_overrides(trained, "slurm-atk", "launcher=slurm", "launcher.wait=true", ONE,
                                           *attack)], runs)

@@ -359,3 +359,28 @@ def test_a_resealed_plan_whose_quantities_disagree_with_its_config_is_refused_un
     result = subprocess.run([sys.executable, "-O", "-c", code, str(config_dir)], capture_output=True, text=True,
                             timeout=120)
     assert "refused:" in result.stdout and "sigma" in result.stdout, result.stdout + result.stderr
+
+
+def test_an_edited_certificates_table_is_refused_by_every_reader(tmp_path):
+    """certificates.tsv is checked against the digest its sealed summary.json records before an attack, a
+    perceptibility plan or the report uses it: a radius edited to 9.5 is refused (naming the file and `audiocert
+    reduce`), and `audiocert reduce` rebuilds the table from the sealed shards."""
+    from audiocert.kinds.certify import planned_certificates, reduce_config, trusted_certificates
+    from audiocert.reporting.results import load_sweeps
+
+    plan = small_plan()
+    config_dir = write_config(tmp_path, plan)
+    reduce_config(config_dir)
+    honest = trusted_certificates(config_dir)
+    assert planned_certificates(config_dir, plan) == {r["idx"]: r for r in honest}
+    path = config_dir / "certificates.tsv"
+    lines = path.read_text().splitlines()
+    edited = [lines[0]] + ["\t".join([*row.split("\t")[:3], "9.5", *row.split("\t")[4:]]) for row in lines[1:]]
+    path.write_text("\n".join(edited) + "\n")
+    for read in (lambda: trusted_certificates(config_dir), lambda: planned_certificates(config_dir, plan)):
+        with pytest.raises(CorruptFileError, match=r"certificates.tsv does not match .*`audiocert reduce"):
+            read()
+    results, damaged = load_sweeps([tmp_path])
+    assert not results and damaged and "certificates.tsv does not match" in damaged[0][1]
+    reduce_config(config_dir)  # rebuilt from the sealed shards
+    assert trusted_certificates(config_dir) == honest

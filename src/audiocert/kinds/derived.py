@@ -118,6 +118,16 @@ class DerivedKind(WorkKind):
         parent_hash = plan.get("parent_hash", plan["config_hash"])
         return planned_certificates(certify_dir, {"config_hash": parent_hash, "examples": plan["examples"]})
 
+    def certified(self, certify_dir: Path, certify_plan: Mapping[str, Any], why: str) -> dict[int, dict[str, Any]]:
+        """The certificates of exactly ``certify_plan``'s config, reduced in ``certify_dir``; FileNotFoundError
+        naming the command to run first when there are none (``why``: what this kind needs them for)."""
+        rows = self.certificates(certify_dir, certify_plan)
+        if rows is None:
+            raise FileNotFoundError(
+                f"run `audiocert certify` with the same overrides first ({self.name} {why}; {certify_dir} has no "
+                f"reduced certification of this config {certify_plan['config_hash']})")
+        return rows
+
     # --- shards ---------------------------------------------------------------------------------------------
     @staticmethod
     def save_example_delta(work: Any, shard: Shard, delta: np.ndarray, position: int,

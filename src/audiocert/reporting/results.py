@@ -11,7 +11,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from audiocert.kinds.certify.certificates import CERTIFICATION, read_certificates
+from audiocert.kinds.certify.certificates import CERTIFICATION, trusted_certificates
 from audiocert.provenance import CorruptFileError, file_digest, read_json, stable_hash
 from audiocert.shards import config_dirs, inventory, read_plan
 from audiocert.statistics import REPORT_RADII, max_certifiable_radius
@@ -133,7 +133,7 @@ def load_config_result(config_dir: Path, sweep_dir: Path) -> ConfigResult | None
             shards = f"shards unreadable ({error.__class__.__name__})"
         result.why_incomplete = f"not reduced (no {', '.join(missing)}; {shards})"
         return result
-    rows = read_certificates(config_dir / "certificates.tsv")
+    rows = trusted_certificates(config_dir)  # an edited table is refused: the report lists the config as damaged
     result.radii = np.array([r["radius"] for r in rows], dtype=float)
     result.indices = np.array([r["idx"] for r in rows], dtype=int)
     result.correct = np.array([r["correct"] for r in rows], dtype=bool)

@@ -38,6 +38,7 @@ class AttackKind(DerivedKind):
     def quantities(self, config: Mapping[str, Any], certify_plan: Mapping[str, Any],
                    certify_dir: Path) -> dict[str, Any]:
         quantities = attack_quantities(config, certify_plan["quantities"])
+        self.certified(certify_dir, certify_plan, "compares each attack with the point's certificate")
         settings = quantities["attack"]
         check_number(settings["shard"]["examples"], "attack.shard.examples", minimum=1, integer=True)
         check_number(settings["shard"]["eps"] or len(settings["eps"]), "attack.shard.eps", minimum=1, integer=True)

@@ -5,6 +5,7 @@ from audiocert.kinds.certify.certificates import (
     certificates_tsv,
     planned_certificates,
     read_certificates,
+    trusted_certificates,
 )
 from audiocert.kinds.certify.counts import (
     CountsAccumulator,
@@ -34,5 +35,5 @@ __all__ = [
     "certificates_tsv", "certified_quantities", "check_certify_config", "check_plan_consistency", "check_tiling",
     "config_label", "counts_payload", "make_plan", "make_record", "make_shards", "merge_counts",
     "planned_certificates", "radius_grid", "read_certificates", "reduce_config", "round_shards", "select_examples",
-    "settled", "shard_device_type",
+    "settled", "shard_device_type", "trusted_certificates",
 ]

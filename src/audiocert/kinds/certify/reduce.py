@@ -16,9 +16,9 @@ from typing import Any
 import numpy as np
 
 from audiocert.algorithms import make_algorithm
-from audiocert.kinds.certify.certificates import certificates_tsv
+from audiocert.kinds.certify.certificates import certificates_digest, certificates_tsv
 from audiocert.kinds.certify.counts import settled
-from audiocert.provenance import atomic_write_json, atomic_write_text, code_version
+from audiocert.provenance import atomic_write_json, atomic_write_text, code_version, seal
 from audiocert.shards import IncompleteSweepError, ShardInventory, inventory, read_plan
 from audiocert.stages import stage as stage_entry
 from audiocert.statistics import (
@@ -128,12 +128,14 @@ def write_results(config_dir: Path, rows: list[dict[str, Any]], predictions: lis
                   provenance: Mapping[str, Any], summary: Mapping[str, Any]) -> None:
     """certificates.tsv, predictions.tsv, curve.csv, provenance.json, then summary.json (its presence means
     reduced)."""
-    atomic_write_text(config_dir / "certificates.tsv", certificates_tsv(rows))
+    table = certificates_tsv(rows)
+    atomic_write_text(config_dir / "certificates.tsv", table)
     atomic_write_text(config_dir / "predictions.tsv", "idx\tlabel\tpredict\tcorrect\n" + "".join(
         "\t".join(str(v) for v in p) + "\n" for p in predictions))
     atomic_write_text(config_dir / "curve.csv", curve)
     atomic_write_json(config_dir / "provenance.json", provenance)
-    atomic_write_json(config_dir / "summary.json", summary)
+    # Sealed, with the table's digest: what a later reader checks certificates.tsv against.
+    atomic_write_json(config_dir / "summary.json", seal({**summary, "certificates_sha256": certificates_digest(table)}))
 
 
 def certificate_semantics(config: Mapping[str, Any], stage: str) -> dict[str, Any]:
