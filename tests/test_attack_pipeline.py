@@ -38,7 +38,8 @@ def test_attack_runs_on_the_certified_points_and_every_executor_agrees(trained):
     runs = trained["runs"]
     run_cli(["certify", *certify_overrides(trained, "atk", "launcher=debug")], runs)
     result = run_cli(["attack", *certify_overrides(trained, "atk", "launcher=local", *ATTACK)], runs)
-    assert "0 contradiction(s)" in result.stdout, result.stdout
+    assert "; 0 of " in result.stdout and "certified point(s) contradict their certificate" in result.stdout, \
+        result.stdout
     local = attack_dir(runs, "atk")
     certify_dir = local.parent
     plan, parent = (json.loads(p.read_text()) for p in (local / PLAN_FILE, certify_dir / PLAN_FILE))
@@ -89,8 +90,9 @@ def test_a_planted_unsound_certificate_is_caught_by_the_attack(trained):
     honest = json.loads((directory / "summary.json").read_text())
     rows = read_certificates(directory.parent / "certificates.tsv")
     certified = {r["idx"]: r["predict"] for r in rows if r["predict"] >= 0}
-    expected = sum(1 for r in table(directory) if int(r["idx"]) in certified
-                   and int(r["g_predict"]) not in (-1, certified[int(r["idx"])]))
+    broken = [int(r["idx"]) for r in table(directory) if int(r["idx"]) in certified
+              and int(r["g_predict"]) not in (-1, certified[int(r["idx"])])]
+    expected = len(broken)
     assert expected > 0, "no attack succeeded on a certified point: the planted certificate would catch nothing"
     for row in rows:
         row["radius"] *= 1000.0
@@ -102,10 +104,14 @@ def test_a_planted_unsound_certificate_is_caught_by_the_attack(trained):
     certify_summary.pop(SEAL_KEY)
     atomic_write_json(directory.parent / "summary.json",
                       seal({**certify_summary, "certificates_sha256": certificates_digest(table_text)}))
-    from audiocert.kinds.certify import reduce_config
+    from audiocert.kinds import kind_of
+    from audiocert.shards import read_plan
 
-    summary = reduce_config(directory, inventory(directory, merge=True))
-    assert summary["contradictions"] == expected > honest["contradictions"] == 0
+    summary = kind_of(read_plan(directory)).reduce(directory, inventory(directory, merge=True))
+    # A point counts once, whatever the number of budgets that contradict it; every pair is listed.
+    assert summary["contradiction_pairs"] == expected > honest["contradiction_pairs"] == 0
+    assert summary["contradictions"] == len(set(broken)) > honest["contradictions"] == 0
+    assert summary["contradiction_p_value"] < 0.01  # k >= 1 of N <= 8 points at a rate alpha = 0.001
     assert {c["idx"] for c in summary["contradiction_points"]} <= set(certified)
 
 

@@ -11,14 +11,17 @@ with Hydra's ``--config-dir DIR``, or ``AUDIOCERT_CONF=DIR`` as its default (see
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import logging
 import os
 import sys
 import tempfile
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
+
+from audiocert.progress import UNWRITABLE, LogWriteError, stop_on_unwritable_logs, unwritable_log
 
 # The configs: conf/ of the source tree, installed as this package (pyproject.toml), so a wheel carries them and an
 # editable install reads conf/ itself. A user's own configs come in through Hydra's --config-dir DIR, searched after
@@ -46,20 +49,24 @@ def hydra_app(config_name: str, task: Callable, after: Callable[[Path], None] | 
     """Run ``task(cfg)`` as a Hydra app on the packaged <config_name>.yaml (plus ``--config-dir DIR``, or
     $AUDIOCERT_CONF) with the given overrides, then ``after(record)``.
 
-    Hydra exits non-zero itself when a job fails; ``after`` runs outside Hydra, so its errors fail the command.
+    Every config the command will run is composed and checked against its schema first (audiocert.schemas),
+    before Hydra writes anything. A refusal, and any failure of a damaged or missing file or a bad value later on
+    (in a job, in Hydra's own writes, in ``after``), ends the command in one line: ``audiocert <command>: ...``.
     ``record``: the file where the app's ``finalize`` callback (launch.FinalizeSweep) wrote the jobs' results.
     """
 
     def run(argv: list[str]) -> None:
         import hydra
+        from omegaconf import OmegaConf
 
         argv, user_dir = locate_configs(config_name, argv)
+        with said_in_one_line(config_name):
+            check_before_running(config_name, argv, user_dir)
 
         def checked_task(cfg):  # every interpolation resolved (names that become paths checked) before any work
-            from omegaconf import OmegaConf
-
-            OmegaConf.to_container(cfg, resolve=True)
-            return task(cfg)
+            with said_in_one_line(config_name):
+                OmegaConf.to_container(cfg, resolve=True)
+                return task(cfg)
 
         checked_task.__name__ = checked_task.__qualname__ = task.__name__  # Hydra names the job after the task
         main = hydra.main(version_base="1.3", config_path=f"pkg://{CONF_PACKAGE}", config_name=config_name)(
@@ -70,15 +77,119 @@ def hydra_app(config_name: str, task: Callable, after: Callable[[Path], None] | 
             extra = [f"hydra.callbacks.finalize.record={record}"] if after is not None and not informational else []
             sys.argv = [f"audiocert-{config_name}", *argv, *extra]
             try:
-                main()
+                with said_in_one_line(config_name, hydra_errors=not informational):
+                    main()
             except SystemExit as stop:
                 if stop.code and (hint := missing_config_hint(argv, user_dir)):
                     print(hint, file=sys.stderr)
                 raise
             if extra:
-                after(record)
+                with said_in_one_line(config_name):
+                    after(record)
 
     return run
+
+
+def check_before_running(command: str, argv: list[str], user_dir: Path | None) -> None:
+    """Compose every config ``audiocert <command> ARGV`` will run, as Hydra will, and check each against its
+    schema, before Hydra writes anything (it creates a job's directory and .hydra/ files before the job starts, and
+    a job may generate a corpus): SystemExit naming the refused setting. A kind of work's config is also checked as
+    planning will use it: on its device and cluster, with the dataset settings of its checkpoint."""
+    from audiocert.schemas import COMMAND_SCHEMAS, check_config
+    from audiocert.schemas.compose import CompositionError, composed_jobs
+    from audiocert.schemas.store import store_schemas
+
+    store_schemas()
+    if command not in COMMAND_SCHEMAS:
+        return
+    clusters: set[str] = set()
+    try:
+        for overrides, cfg in composed_jobs(CONF_PACKAGE, command, argv, user_dir):
+            check_config(command, cfg, dataset_final=command not in KIND_COMMANDS)
+            if command in KIND_COMMANDS:
+                check_as_planned(command, cfg, overrides, clusters)
+    except CompositionError as error:
+        raise SystemExit(missing_config_hint(argv, user_dir) or f"audiocert {command}: {error}") from None
+
+
+def check_as_planned(command: str, cfg: Any, overrides: list[str], clusters: set[str]) -> None:
+    """What planning checks of a kind of work's config before it writes anything: the cluster (once per
+    command: ``clusters`` holds those checked), the device, and the config with the dataset settings it will be
+    planned with (its checkpoint's, where ``overrides`` set none)."""
+    import copy
+
+    from audiocert.launching.planning import check_device, inherit_dataset
+    from audiocert.launching.slurm import check_slurm_available
+    from audiocert.schemas import check_config
+
+    if cfg.launcher.name == "slurm" and "slurm" not in clusters:
+        check_slurm_available()
+        clusters.add("slurm")
+    check_device(cfg)
+    if cfg.inherit_dataset and Path(str(cfg.checkpoint)).is_file():
+        cfg = copy.deepcopy(cfg)
+        inherit_dataset(cfg, [o.split("=", 1)[0].lstrip("+~") for o in overrides])
+    check_config(command, cfg)
+
+
+# What a damaged or missing file, or a bad value, raises: said in one line (it names the file and the fix), no
+# traceback. Anything else is a bug and keeps its traceback; so does everything with AUDIOCERT_TRACEBACK=1.
+EXPECTED_ERRORS: tuple[type[BaseException], ...] = (OSError, ValueError, KeyError, RuntimeError)
+TRACEBACK_ENV = "AUDIOCERT_TRACEBACK"
+
+
+def one_line(command: str, error: BaseException) -> str:
+    """``audiocert <command>: <what is wrong>``: one line. A disk that refuses a write is said as the write."""
+    if isinstance(error, KeyError):
+        text = f"missing entry {error}"
+    elif isinstance(error, OSError) and error.errno in UNWRITABLE and (path := error.filename or file_written(error)):
+        text = f"cannot write {path}: {error.strerror} ({UNWRITABLE[error.errno]})"
+    elif isinstance(error, OSError) and error.strerror and not error.filename:
+        text = error.strerror  # OSError(errno, message), e.g. provenance.WriteError: no "[Errno 28]" before it
+    else:
+        text = str(error)
+    return f"audiocert {command}: {' '.join(text.split())}"
+
+
+def file_written(error: BaseException) -> str | None:
+    """The file that was being written where ``error`` was raised (a write or flush names no file: Hydra's own
+    writes of .hydra/*.yaml, say), from the innermost frame that holds an open file."""
+    import io
+
+    frames = []
+    trace = error.__traceback__
+    while trace is not None:
+        frames.append(trace.tb_frame)
+        trace = trace.tb_next
+    for frame in reversed(frames):
+        for value in frame.f_locals.values():
+            if isinstance(value, io.IOBase) and isinstance(getattr(value, "name", None), str):
+                return value.name
+    return None
+
+
+@contextlib.contextmanager
+def said_in_one_line(command: str, hydra_errors: bool = False) -> Iterator[None]:
+    """Expected errors raised inside become SystemExit(one line). ``hydra_errors``: also Hydra's and OmegaConf's,
+    which Hydra is made to raise rather than print with a traceback (HYDRA_FULL_ERROR=1 while inside)."""
+    from hydra.errors import HydraException
+    from omegaconf.errors import OmegaConfBaseException
+
+    caught = EXPECTED_ERRORS + ((HydraException, OmegaConfBaseException) if hydra_errors else ())
+    before = os.environ.get("HYDRA_FULL_ERROR")
+    if hydra_errors:
+        os.environ["HYDRA_FULL_ERROR"] = "1"
+    try:
+        yield
+    except caught as error:
+        if os.environ.get(TRACEBACK_ENV) == "1":
+            raise
+        raise SystemExit(one_line(command, error)) from None
+    finally:
+        if hydra_errors and before is None:
+            del os.environ["HYDRA_FULL_ERROR"]
+        elif hydra_errors:
+            os.environ["HYDRA_FULL_ERROR"] = before
 
 
 def packaged_conf_dir() -> Path | None:
@@ -157,9 +268,7 @@ def missing_config_hint(argv: list[str], user: Path | None) -> str | None:
 def task_corpus(cfg) -> None:
     from audiocert.prepare import ensure_dataset
 
-    if not cfg.dataset.get("generate"):
-        raise SystemExit(f"dataset={cfg.dataset.name} is not synthetic (no dataset.generate): nothing to generate")
-    print(ensure_dataset(cfg.dataset))
+    print(ensure_dataset(cfg.dataset))  # the schema refused a dataset without dataset.generate (nothing to write)
 
 
 def task_train(cfg) -> None:
@@ -217,18 +326,10 @@ def finisher(command: str) -> Callable[[Path], None]:
     return finish
 
 
-# What a damaged or missing file, or a bad value, raises: said in one line (it names the file and the fix), no
-# traceback. Anything else is a bug and keeps its traceback.
-EXPECTED_ERRORS: tuple[type[BaseException], ...] = (OSError, ValueError, KeyError, RuntimeError)
-
-
 def one_line_errors(command: str, run: Callable[[list[str]], None]) -> Callable[[list[str]], None]:
     def wrapped(argv: list[str]) -> None:
-        try:
+        with said_in_one_line(command):
             run(argv)
-        except EXPECTED_ERRORS as error:
-            text = " ".join(str(error).split()) if not isinstance(error, KeyError) else f"missing entry {error}"
-            raise SystemExit(f"audiocert {command}: {text}") from None
 
     return wrapped
 
@@ -276,15 +377,28 @@ def cmd_status(argv: list[str]) -> None:
 
 
 def cmd_radius_table(argv: list[str]) -> None:
+    from audiocert.settings import check_number
     from audiocert.tables import radius_table_markdown
 
-    parser = argparse.ArgumentParser(prog="audiocert radius-table", description=SUBCOMMANDS["radius-table"])
+    parser = OneLineParser(prog="audiocert radius-table", description=SUBCOMMANDS["radius-table"])
     parser.add_argument("--sigma", type=float, nargs="+",
                         default=[0.01, 0.05, 0.10, 0.25, 0.50, 1.00, 2.00, 3.00])
     parser.add_argument("--n", type=int, nargs="+", default=[1000, 10000, 100000])
     parser.add_argument("--alpha", type=float, default=0.001)
     args = parser.parse_args(argv)
+    for sigma in args.sigma:  # sigma=inf would tabulate radius inf
+        check_number(sigma, "--sigma", above=0)
+    for n in args.n:
+        check_number(n, "--n", minimum=1, integer=True)
+    check_number(args.alpha, "--alpha", above=0, below=0.5)
     print(radius_table_markdown(args.sigma, args.n, args.alpha))
+
+
+class OneLineParser(argparse.ArgumentParser):
+    """argparse, refusing a bad argument in one line (``PROG: MESSAGE``, exit status 1) instead of its usage."""
+
+    def error(self, message: str) -> Any:
+        raise SystemExit(f"{self.prog}: {message}")
 
 
 def cmd_report(argv: list[str]) -> None:
@@ -321,7 +435,7 @@ COMMANDS: dict[str, Callable[[list[str]], None]] = {
     "report": one_line_errors("report", cmd_report),
     "stats": hydra_app("stats", task_stats),
     "examples": hydra_app("examples", task_examples),
-    "radius-table": cmd_radius_table,
+    "radius-table": one_line_errors("radius-table", cmd_radius_table),
 }
 
 
@@ -346,7 +460,13 @@ def main(argv: list[str] | None = None) -> None:
         print(f"audiocert: unknown subcommand {name!r}\n\n{usage()}", file=sys.stderr)
         raise SystemExit(2)
     logging.basicConfig(level=logging.INFO, format="[%(asctime)s %(name)s] %(message)s", datefmt="%H:%M:%S")
-    COMMANDS[name](rest)
+    stop_on_unwritable_logs()  # a full disk under a log: one line naming it, not a traceback per record
+    try:
+        COMMANDS[name](rest)
+    except LogWriteError as stop:
+        raise SystemExit(f"audiocert {name}: {stop.code}") from None
+    if failure := unwritable_log():  # a thread's log: it could not end the command itself
+        raise SystemExit(f"audiocert {name}: {failure.code}")
 
 
 if __name__ == "__main__":

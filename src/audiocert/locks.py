@@ -4,7 +4,8 @@ Two `audiocert certify` commands on the same sweep would both compute every shar
 wasted). Each config directory gets a lock file, ``.lock``, taken with ``flock`` for as long as a command works on
 the config: the kernel drops the lock when the process ends, however it ends (kill -9 included), so no stale lock
 can block a rerun. While holding it, the command writes who it is into the file (pid, host, command, since), so the
-second command can say who holds it. ``launcher.lock_wait=true`` waits for it instead of giving up.
+second command can say who holds it (or, in the moment before the holder has written that, that a command does).
+``launcher.lock_wait=true`` waits for it instead of giving up.
 
 Locks are per process and re-entrant: a sweep that plans the same config twice takes its lock once.
 """
@@ -31,17 +32,40 @@ class ConfigBusyError(RuntimeError):
     """Another live process holds the config's lock; the message says who and what to do."""
 
 
-def holder_of(path: Path) -> str:
-    """Who holds (or last held) the lock at ``path``, in words."""
-    try:
-        info = json.loads(path.read_text() or "{}")
-    except (OSError, ValueError):
-        return "another process"
-    if not isinstance(info, dict):
-        return "another process"
-    since = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(info.get("since", 0)))
-    return (f"pid {info.get('pid')} on {info.get('host')} ({info.get('purpose', 'working')} since {since}: "
+def holder_of(path: Path, patience_s: float = 1.0) -> str:
+    """Who holds the lock at ``path``, in words.
+
+    A command takes the lock before it writes who it is, so a second command started at the same moment can find
+    the file empty, half written, or still naming the previous holder (a process that has ended): it waits up to
+    ``patience_s`` for the holder's own entry, then says only that another command holds the lock.
+    """
+    deadline = time.monotonic() + patience_s
+    while (info := _holder_info(path)) is None and time.monotonic() < deadline:
+        time.sleep(0.05)
+    if info is None:
+        return "another command (starting: it has not yet written who it is)"
+    since = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(info["since"]))
+    return (f"pid {info['pid']} on {info['host']} ({info.get('purpose', 'working')} since {since}: "
             f"{info.get('command', '?')})")
+
+
+def _holder_info(path: Path) -> dict | None:
+    """The holder's entry of a lock file, or None while it is not (yet) the live holder's own."""
+    try:
+        info = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return None
+    if not (isinstance(info, dict) and isinstance(info.get("pid"), int) and isinstance(info.get("host"), str)
+            and isinstance(info.get("since"), (int, float))):
+        return None
+    if info["host"] == socket.gethostname():
+        try:
+            os.kill(info["pid"], 0)
+        except ProcessLookupError:
+            return None  # a holder that has ended: its successor has not written its own entry yet
+        except PermissionError:
+            pass  # alive, another user's
+    return info
 
 
 def acquire(directory: str | Path, wait: bool = False, purpose: str = "working", poll_s: float = 1.0,
@@ -64,20 +88,21 @@ def acquire(directory: str | Path, wait: bool = False, purpose: str = "working",
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
             break
         except BlockingIOError:
-            who = holder_of(path)
             if not wait or (timeout_s is not None and time.monotonic() - started > timeout_s):
+                who = holder_of(path)
                 os.close(fd)
                 raise ConfigBusyError(
                     f"{directory} is in use by {who}. Wait for it to finish (`audiocert status` shows its "
                     "progress), stop it, or pass launcher.lock_wait=true to wait for it") from None
             if not announced:
-                print(f"waiting for {directory}: in use by {who}", file=sys.stderr, flush=True)
+                print(f"waiting for {directory}: in use by {holder_of(path)}", file=sys.stderr, flush=True)
                 announced = True
             time.sleep(poll_s)
     info = {"pid": os.getpid(), "host": socket.gethostname(), "since": time.time(), "purpose": purpose,
             "command": " ".join(sys.argv)[:500]}
-    os.ftruncate(fd, 0)
-    os.pwrite(fd, json.dumps(info).encode(), 0)
+    data = json.dumps(info).encode()
+    os.pwrite(fd, data, 0)  # then cut what is left of a longer old entry: the file is never empty in between
+    os.ftruncate(fd, len(data))
     _HELD[key] = fd
     return path
 

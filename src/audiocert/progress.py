@@ -11,10 +11,16 @@ Lines go through ``logging`` (logger ``audiocert.progress``, level INFO) when lo
 so they carry its timestamps; otherwise straight to stderr. Both objects offer the part of tqdm's interface the
 project uses: iteration, ``update``, ``set_postfix``, ``set_description``, ``close``, ``n``, a settable ``total`` and
 use as a context manager.
+
+A log that cannot be written (a full disk, an exhausted quota, a read-only file system) ends the command in one line
+naming it, once :func:`stop_on_unwritable_logs` is set (the CLI sets it): logging's default prints a
+"--- Logging error ---" traceback for every record and carries on, which on a full disk buries the cause under
+hundreds of lines and ends on whatever failed next.
 """
 
 from __future__ import annotations
 
+import errno
 import logging
 import math
 import os
@@ -187,3 +193,49 @@ def progress(iterable: Iterable[Any] | None = None, total: float | None = None, 
                     file=stream, dynamic_ncols=True)
     return PlainProgress(iterable, total=total, desc=desc, unit=unit, disable=disable, initial=initial,
                          interval=interval, file=file)
+
+
+# The errors of a log file that further records cannot fix, and what to do about them.
+UNWRITABLE = {errno.ENOSPC: "the file system is full: free space there and rerun",
+              errno.EDQUOT: "the disk quota is exhausted: free space and rerun",
+              errno.EROFS: "the file system is read-only: point AUDIOCERT_RUNS_DIR at a writable directory"}
+
+
+class LogWriteError(SystemExit):
+    """A log could not be written: the command ends (a SystemExit, so that no ``except Exception`` on the way, a
+    shard's failure record say, carries on and logs again). Its message: ``cannot write PATH: STRERROR (FIX)``."""
+
+
+_default_handle_error = logging.Handler.handleError
+_failures: list[LogWriteError] = []
+
+
+def stop_on_unwritable_logs() -> None:
+    """Make every logging handler of this process end the command when its log cannot be written (see
+    :class:`LogWriteError`) instead of printing a traceback per record; other logging errors are reported as
+    logging reports them."""
+    logging.Handler.handleError = _handle_error  # type: ignore[method-assign]
+
+
+def unwritable_log() -> LogWriteError | None:
+    """The first log this process could not write (a thread that logged it could not end the command)."""
+    return _failures[0] if _failures else None
+
+
+def _handle_error(handler: logging.Handler, record: logging.LogRecord) -> None:
+    error = sys.exc_info()[1]
+    if not (isinstance(error, OSError) and error.errno in UNWRITABLE):
+        _default_handle_error(handler, record)
+        return
+    stream = getattr(handler, "stream", None)
+    where = getattr(handler, "baseFilename", None) or getattr(stream, "name", None) or repr(handler)
+    handler.setLevel(logging.CRITICAL + 1)  # no more records for it
+    try:  # what it still buffers goes nowhere, rather than failing again at every flush and at exit
+        null = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(null, stream.fileno())
+        os.close(null)
+    except (AttributeError, OSError, ValueError):
+        pass
+    failure = LogWriteError(f"cannot write {where}: {error.strerror} ({UNWRITABLE[error.errno]})")
+    _failures.append(failure)
+    raise failure

@@ -61,6 +61,24 @@ def upper_confidence_bounds(k: np.ndarray, n: np.ndarray, alpha: float | np.ndar
     return np.where(k == n, 1.0, bound).astype(float)
 
 
+def rate_interval(k: int, n: int, confidence: float = 0.95) -> tuple[float, float] | None:
+    """Two-sided Clopper-Pearson interval of a rate k / n over test points (each side at level (1 - confidence) / 2);
+    None for n = 0 (no points: no rate)."""
+    if n == 0:
+        return None
+    if not 0 <= k <= n:
+        raise ValueError(f"need 0 <= k <= n, got k={k}, n={n}")
+    side = (1.0 - confidence) / 2
+    return (float(lower_confidence_bounds(np.array([k]), np.array([n]), side)[0]),
+            float(upper_confidence_bounds(np.array([k]), np.array([n]), side)[0]))
+
+
+def binomial_tail(k: int, n: int, p: float) -> float:
+    """P(X >= k) for X ~ Binomial(n, p): the one-sided p-value of seeing k or more events where each of n points
+    has probability p (1 for k <= 0)."""
+    return 1.0 if k <= 0 else float(_stats().binom.sf(k - 1, n, p))
+
+
 def radius_from_lower_bound(p_lower: float, sigma: float) -> float:
     """Certified L2 radius sigma * Phi^-1(pA_lower) (meaningful for pA_lower >= 1/2)."""
     return float(sigma * _stats().norm.ppf(p_lower))

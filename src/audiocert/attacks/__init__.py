@@ -83,7 +83,14 @@ Modules, each one job (a module imports only those above it; none imports this p
 """
 
 from audiocert.attacks.ball import _project as _project  # tested directly
-from audiocert.attacks.judge import base_predict, predict_attacked, robust_accuracy
+from audiocert.attacks.judge import (
+    base_predict,
+    judge_attacked,
+    judge_looks,
+    predict_attacked,
+    robust_accuracy,
+    sequential_predict,
+)
 from audiocert.attacks.pgd import PGDResult, base_pgd, smoothed_pgd
 from audiocert.attacks.point import PointAttack, attack_point
 from audiocert.attacks.settings import (
@@ -99,8 +106,8 @@ from audiocert.attacks.space import SPACES, attack_inputs, attacked_stage_inputs
 from audiocert.statistics import ABSTAIN
 
 __all__ = [
-    "ABSTAIN", "SPACES", "AttackSettings", "PGDResult", "PointAttack", "attack_inputs", "attack_point",
+    "ABSTAIN", "AttackSettings", "PGDResult", "PointAttack", "SPACES", "attack_inputs", "attack_point",
     "attack_stream_blocks", "attack_stream_samples", "attacked_stage_inputs", "base_pgd", "base_predict",
-    "check_attack_settings", "check_eps", "check_space", "check_stream", "predict_attacked", "robust_accuracy",
-    "smoothed_pgd", "waveform_eps_grid",
+    "check_attack_settings", "check_eps", "check_space", "check_stream", "judge_attacked", "judge_looks",
+    "predict_attacked", "robust_accuracy", "sequential_predict", "smoothed_pgd", "waveform_eps_grid",
 ]

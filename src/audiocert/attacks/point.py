@@ -8,7 +8,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from audiocert.attacks.judge import base_predict, predict_attacked
+from audiocert.attacks.judge import base_predict, judge_attacked
 from audiocert.attacks.pgd import PGDResult, base_pgd, smoothed_pgd
 from audiocert.attacks.settings import AttackSettings
 from audiocert.attacks.space import StageMap, attacked_stage_inputs
@@ -19,8 +19,8 @@ from audiocert.sampler import Smooth
 class PointAttack:
     """Everything the attacks found for one test point, per eps (arrays of length E in the order of ``eps``).
 
-    smoothed: the attack on g; predict: PREDICT of g on x + delta_g (-1 abstain); base (when run): the attack on
-    f; base_class: f's class on x + delta_f; predict_passes: forward passes PREDICT spent (n per eps).
+    smoothed: the attack on g; predict: the judge of g on x + delta_g (-1: undecided); base (when run): the attack
+    on f; base_class: f's class on x + delta_f; predict_passes: forward passes the judge spent (all budgets).
     """
 
     example: int
@@ -82,7 +82,8 @@ def attack_point(smooth: Smooth, x: torch.Tensor, y: int, settings: AttackSettin
         restarts=settings.restarts, seed=smooth.seed, example=example, to_stage=to_stage,
         batch_size=settings.batch_size, step_factor=settings.step_factor, autocast_bf16=bf16)
     z = attacked_stage_inputs(x, smoothed.delta, to_stage)
-    predict = predict_attacked(smooth, z, settings.n, settings.alpha, settings.batch_size, example)
+    predict, judged_samples = judge_attacked(smooth, z, settings.n, settings.alpha, settings.batch_size, example,
+                                             settings.judge_max_n)
     base = base_class = None
     if settings.base:
         base = base_pgd(classifier, x, y, settings.eps, steps=settings.steps, restarts=settings.restarts,
@@ -91,5 +92,5 @@ def attack_point(smooth: Smooth, x: torch.Tensor, y: int, settings: AttackSettin
         base_class = base_predict(classifier, attacked_stage_inputs(x, base.delta, to_stage), settings.batch_size,
                                   bf16)
     return PointAttack(example=int(example), label=int(y), eps=np.asarray(settings.eps), smoothed=smoothed,
-                       predict=predict, predict_passes=settings.n * len(settings.eps), base=base,
+                       predict=predict, predict_passes=int(judged_samples.sum()), base=base,
                        base_class=base_class, settings={**asdict(settings), "eps": list(settings.eps)})

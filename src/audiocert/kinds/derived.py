@@ -23,7 +23,14 @@ from omegaconf import OmegaConf
 
 from audiocert.kinds.certify import CERTIFY, check_plan_consistency, planned_certificates
 from audiocert.lipschitz import waveform_lipschitz_bound
-from audiocert.provenance import atomic_write_bytes, check_safe_name, code_version, read_json, stable_hash
+from audiocert.provenance import (
+    atomic_write_bytes,
+    check_safe_name,
+    code_version,
+    read_json,
+    seal_problem,
+    stable_hash,
+)
 from audiocert.shards import (
     IncompleteSweepError,
     Shard,
@@ -179,17 +186,36 @@ class DerivedKind(WorkKind):
                 "inputs_digest": plan["inputs_digest"], "shards": len(found.records),
                 "shard_hosts": sorted({r["host"] for r in found.records.values()})}
 
-    def read_summary(self, directory: Path) -> dict[str, Any] | None:
-        """summary.json of a reduced config of this kind (None when not reduced or damaged)."""
+    def summary_problem(self, directory: Path) -> str:
+        """'' when a config of this kind is reduced and its summary.json is as its reducer sealed it (or it is not
+        reduced yet), else what is wrong with it and what to run."""
+        path = Path(directory) / "summary.json"
+        if not path.is_file():
+            return ""
         try:
-            summary = read_json(directory / "summary.json") if (directory / "summary.json").is_file() else None
-        except (OSError, ValueError):
+            summary = read_json(path)
+        except (OSError, ValueError) as error:
+            problem = f"unreadable ({error.__class__.__name__})"
+        else:
+            problem = seal_problem(summary) or ("" if summary.get("kind") == self.name else "of another kind")
+        return f"{path} cannot be trusted ({problem}): run `audiocert reduce {directory}` to rebuild it" \
+            if problem else ""
+
+    def read_summary(self, directory: Path) -> dict[str, Any] | None:
+        """summary.json of a reduced config of this kind, as its reducer sealed it (None when not reduced or
+        damaged: see :meth:`summary_problem`)."""
+        if self.summary_problem(directory) or not (Path(directory) / "summary.json").is_file():
             return None
-        return summary if isinstance(summary, dict) and summary.get("kind") == self.name else None
+        return read_json(Path(directory) / "summary.json")
 
     def results_of(self, certify_dir: Path) -> list[tuple[Path, dict[str, Any]]]:
         """(directory, summary) of this kind's reduced configs inside a certification config."""
         return [(d, s) for d in self.directories(certify_dir) if (s := self.read_summary(d)) is not None]
+
+    def damaged_lines(self, context: Any) -> list[str]:
+        """Report lines naming this kind's results that cannot be trusted (edited or damaged summaries)."""
+        problems = [self.summary_problem(d) for r in context.complete for d in self.directories(r.directory)]
+        return [f"- **damaged** {p}" for p in problems if p] + ([""] if any(problems) else [])
 
     def report_entries(self, context: Any) -> list[tuple[Any, Path, dict[str, Any]]]:
         """(certification result, directory, summary) of this kind's reduced configs over the report's complete

@@ -27,6 +27,8 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from audiocert.schemas import check_section
+from audiocert.schemas.launcher import LauncherSchema
 from audiocert.settings import check_number
 
 # Fallback throughput when a sweep has finished no shard yet and the launcher names none (samples/s of the small
@@ -137,35 +139,6 @@ def int_setting(values: Mapping[str, str], key: str) -> int | None:
 
 
 def check_launcher_config(launcher: Mapping[str, Any]) -> None:
-    """Every launcher setting a sweep uses, finite and in range, named when it is not (before anything runs)."""
-    name = launcher.get("name")
-    if name not in ("slurm", "local", "debug"):
-        raise ValueError(f"launcher.name={name!r}: choose slurm, local or debug")
-    check_number(launcher.get("attempts", 1), "launcher.attempts", minimum=1, integer=True)
-    check_number(launcher.get("threads"), "launcher.threads", minimum=1, integer=True, optional=True)
-    if name == "local":
-        check_number(launcher.get("workers", 1), "launcher.workers", minimum=1, integer=True)
-        check_number(launcher.get("time_min", 600), "launcher.time_min", above=0)
-    if name == "slurm":
-        for field in ("cpus_per_task", "array_parallelism", "max_array_size"):
-            check_number(launcher.get(field), f"launcher.{field}", minimum=1, integer=True)
-        check_number(launcher.get("gpus_per_task") or 0, "launcher.gpus_per_task", minimum=0, integer=True)
-        check_number(launcher.get("mem_gb"), "launcher.mem_gb", above=0)
-        time_min = check_number(launcher.get("time_min"), "launcher.time_min", above=0)
-        task_minutes = check_number(launcher.get("task_minutes", 20), "launcher.task_minutes", above=0)
-        if task_minutes >= time_min:
-            raise ValueError(f"launcher.task_minutes={task_minutes} must stay below launcher.time_min={time_min} "
-                             "(the job's time limit): raise time_min or lower task_minutes")
-        check_number(launcher.get("shards_per_task"), "launcher.shards_per_task", minimum=1, integer=True,
-                     optional=True)
-        check_number(launcher.get("max_tasks"), "launcher.max_tasks", minimum=1, integer=True, optional=True)
-        check_number(launcher.get("max_submitted"), "launcher.max_submitted", minimum=2, integer=True, optional=True)
-        check_number(launcher.get("max_job_count"), "launcher.max_job_count", minimum=2, integer=True, optional=True)
-        check_number(launcher.get("startup_s", 10), "launcher.startup_s", minimum=0)
-        check_number(launcher.get("per_shard_s", 0.5), "launcher.per_shard_s", minimum=0)
-        check_number(launcher.get("submit_retries", 4), "launcher.submit_retries", minimum=0, integer=True)
-        check_number(launcher.get("submit_backoff_s", 5), "launcher.submit_backoff_s", minimum=0)
-        check_number(launcher.get("signal_delay_s") or 0, "launcher.signal_delay_s", minimum=0, integer=True)
-        rate = launcher.get("samples_per_s")
-        for key, value in (rate.items() if isinstance(rate, Mapping) else [("", rate)]):
-            check_number(value, f"launcher.samples_per_s{'.' + key if key else ''}", above=0, optional=True)
+    """Every launcher setting a sweep uses, finite and in range, named when it is not (before anything runs): the
+    section is checked against the schema of its launcher (audiocert.schemas.launcher)."""
+    check_section(LauncherSchema, launcher, "launcher")

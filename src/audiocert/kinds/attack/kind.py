@@ -115,6 +115,8 @@ class AttackKind(DerivedKind):
                 return f"results of example {planned['index']} are missing or name another example", None
             if point.get("eps") != list(settings.eps):
                 return f"results of example {planned['index']} cover budgets {point.get('eps')}", None
+            if not (is_int(point.get("predict_passes")) and point["predict_passes"] >= 0):
+                return f"the judge's passes of example {planned['index']} are not a count", None
             clean = point.get("clean_predict")
             if not (is_int(clean) and (clean == ABSTAIN or 0 <= clean < classes)):
                 return f"the clean PREDICT of example {planned['index']} is not a class or -1", None
@@ -155,9 +157,12 @@ class AttackKind(DerivedKind):
         return robustness_section(self, context)
 
     def outcome(self, summary: Mapping[str, Any]) -> str:
-        g = ", ".join(f"{v:.2f}" for v in summary["g_robust_accuracy"])
+        upper = ", ".join(f"{v:.2f}" for v in summary["g_robust_upper"])
+        undecided = ", ".join(f"{v:.2f}" for v in summary["g_undecided"])
+        checked = (f"{summary['contradictions']} of {summary['certified_points']} certified point(s) contradict "
+                   "their certificate" if summary["certified_points"] is not None else "no certificates to compare")
         return (f"{summary['points']} points attacked at {len(summary['eps'])} budget(s) ({summary['space']} space): "
-                f"robust accuracy of g {g}; {summary['contradictions']} contradiction(s) with the certificates")
+                f"upper bound on g's robust accuracy {upper} (undecided {undecided}); {checked}")
 
 
 class AttackAccumulator(PointResults):
@@ -172,12 +177,14 @@ class AttackAccumulator(PointResults):
         self.arrays |= {f"f_{name}": np.full((points, budgets), np.nan) for name in PGD_FIELDS}
         self.covered = np.zeros((points, budgets), dtype=np.int64)
         self.clean = np.full(points, -2, dtype=np.int64)
+        self.judge_passes = np.zeros(points, dtype=np.int64)
 
     def add(self, record: Mapping[str, Any], results: Sequence[Mapping[str, Any]]) -> None:
         lo, hi = record["ranges"]["eps"]
         for position, point in zip(record["examples"], results, strict=True):
             self.covered[position, lo:hi] += 1
             self.clean[position] = point["clean_predict"]
+            self.judge_passes[position] += point["predict_passes"]
             self.arrays["predict"][position, lo:hi] = point["predict"]
             if "base_class" in point:
                 self.arrays["base_class"][position, lo:hi] = point["base_class"]
@@ -191,8 +198,8 @@ class AttackAccumulator(PointResults):
         attacked = self.covered.sum(axis=1) > 0
         if np.any(self.covered[attacked] != 1):
             raise IncompleteSweepError("attack shards cover some (point, budget) other than exactly once")
-        return {**self.arrays, "attacked": attacked, "clean_predict": self.clean, "seconds": self.seconds,
-                "deltas": self.deltas}
+        return {**self.arrays, "attacked": attacked, "clean_predict": self.clean, "judge_passes": self.judge_passes,
+                "seconds": self.seconds, "deltas": self.deltas}
 
 
 ATTACK = AttackKind()

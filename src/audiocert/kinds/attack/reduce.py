@@ -1,4 +1,11 @@
 """The attack reducer: attack.tsv, robust.csv, the consistency check against the certificates, summary.json.
+
+Each (point, budget) has one of three outcomes, from the judge of g on the attacked input
+(:mod:`audiocert.attacks.judge`): *held* (the label), *flipped* (another class: g is wrong there with probability
+>= 1 - alpha) or *undecided* (the judge abstained after its last look). Only a flip shows a point broken, so the
+fraction held + undecided is an upper bound on g's robust accuracy at that budget (up to alpha per point), and
+certified accuracy a lower bound: certified <= true robust accuracy of g <= held + undecided. Every rate over the
+attacked points carries its 95% Clopper-Pearson interval.
 """
 
 from __future__ import annotations
@@ -13,14 +20,11 @@ import numpy as np
 from audiocert.kinds.attack.example import render_example
 from audiocert.kinds.attack.plan import KIND
 from audiocert.kinds.derived import lipschitz_of
-from audiocert.provenance import (
-    atomic_write_json,
-    atomic_write_text,
-)
+from audiocert.provenance import atomic_write_json, atomic_write_text, seal
 from audiocert.shards import (
     ShardInventory,
 )
-from audiocert.statistics import ABSTAIN, certified_accuracy
+from audiocert.statistics import ABSTAIN, binomial_tail, certified_accuracy, rate_interval
 
 # ----------------------------------------------------------------------------------------------------------
 # Reducing: tables, the consistency check against the certificates, the attacked example
@@ -45,70 +49,109 @@ def budgets_in_certificate_space(plan: Mapping[str, Any]) -> tuple[np.ndarray | 
 
 def consistency(plan: Mapping[str, Any], merged: Mapping[str, Any], rows: np.ndarray, labels: np.ndarray,
                 certificates: Mapping[int, Mapping[str, Any]] | None, compared: np.ndarray | None
-                ) -> tuple[list[float] | None, list[dict[str, Any]]]:
-    """Certified accuracy at each budget (in the certificate's space) and the contradictions: a point certified at
-    radius R with class c whose attacked input at a budget below R PREDICTs another class."""
+                ) -> dict[str, Any]:
+    """The certificates against the attack: certified accuracy at each budget (in the certificate's space), the
+    certified points (a class, radius > 0), and the contradictions: a certified point (class c, radius R) whose
+    attacked input at some budget below R is judged another class. A point counts once, whatever the number of
+    budgets that contradict it; an honest certificate allows about alpha N of N certified points (``p_value``: the
+    one-sided binomial probability of k or more under that rate)."""
+    found: dict[str, Any] = {"certified_accuracy": None, "certified_points": None, "pairs": [], "points": 0,
+                             "p_value": None}
     if certificates is None or compared is None:
-        return None, []
+        return found
     certs = [certificates.get(plan["examples"][p]) for p in rows]
     if any(c is None for c in certs):
-        return None, []
+        return found
     predicted = np.array([c["predict"] for c in certs])
     radius = np.array([c["radius"] for c in certs])
     correct = predicted == labels[rows]
-    certified_at = [certified_accuracy(radius, correct, r) for r in compared]
     eps = plan["quantities"]["attack"]["eps"]
-    contradictions = []
     for k, p in enumerate(rows):
         for e in range(len(eps)):
             g_class = int(merged["predict"][p, e])
             # Certified: g(x + delta) = c for every ||delta|| < R (strictly inside the ball).
             if predicted[k] != ABSTAIN and compared[e] < radius[k] and g_class not in (ABSTAIN, int(predicted[k])):
-                contradictions.append({"idx": int(plan["examples"][p]), "eps": float(eps[e]),
+                found["pairs"].append({"idx": int(plan["examples"][p]), "eps": float(eps[e]),
                                        "radius": float(radius[k]), "certified_class": int(predicted[k]),
                                        "attacked_class": g_class})
-    return certified_at, contradictions
+    certified_points = int(((predicted != ABSTAIN) & (radius > 0)).sum())
+    points = len({c["idx"] for c in found["pairs"]})
+    alpha = float(plan["quantities"]["alpha"])
+    found.update(certified_accuracy=[certified_accuracy(radius, correct, r) for r in compared],
+                 certified_points=certified_points, points=points,
+                 p_value=binomial_tail(points, certified_points, alpha) if certified_points else None)
+    return found
+
+
+def outcomes(predict: np.ndarray, labels: np.ndarray) -> dict[str, np.ndarray]:
+    """Per (point, budget) of the judge's classes: held (the label), flipped (another class), undecided (-1)."""
+    held = predict == labels[:, None]
+    undecided = predict == ABSTAIN
+    return {"held": held, "undecided": undecided, "flipped": ~held & ~undecided}
+
+
+def intervals(hits: np.ndarray) -> list[list[float] | None]:
+    """The 95% Clopper-Pearson interval of each column's rate (points x budgets booleans)."""
+    interval = [rate_interval(int(column.sum()), int(column.size)) for column in hits.T]
+    return [None if i is None else list(i) for i in interval]
+
+
+def _cell(value: Any) -> str:
+    return "" if value is None else repr(float(value))
 
 
 def attack_tables(plan: Mapping[str, Any], merged: Mapping[str, Any], rows: np.ndarray, labels: np.ndarray,
-                  g_robust: np.ndarray, f_robust: np.ndarray | None, compared: np.ndarray | None,
+                  g: Mapping[str, np.ndarray], f_robust: np.ndarray | None, compared: np.ndarray | None,
                   certified_at: list[float] | None) -> tuple[list[str], list[str]]:
-    """attack.tsv (one row per point and budget) and robust.csv (per budget) as lines."""
+    """attack.tsv (one row per point and budget, with the judge's outcome) and robust.csv (per budget: the
+    outcomes' rates, the upper bound held + undecided with its interval, f's robust accuracy, certified accuracy)."""
     eps = np.asarray(plan["quantities"]["attack"]["eps"], dtype=float)
-    tsv = ["idx\tlabel\teps\tg_predict\tg_robust\tg_l2\tg_linf\tf_class\tf_robust\tf_l2\tpasses\tnonfinite"]
+    name = np.where(g["held"], "held", np.where(g["flipped"], "flipped", "undecided"))
+    tsv = ["idx\tlabel\teps\tg_predict\tg_robust\tg_outcome\tg_l2\tg_linf\tf_class\tf_robust\tf_l2\tpasses\t"
+           "nonfinite"]
     for k, p in enumerate(rows):
         for e in range(eps.size):
             tsv.append("\t".join(str(v) for v in (
-                plan["examples"][p], labels[p], repr(float(eps[e])), int(merged["predict"][p, e]), int(g_robust[k, e]),
-                repr(float(merged["g_l2"][p, e])), repr(float(merged["g_linf"][p, e])),
-                int(merged["base_class"][p, e]), "" if f_robust is None else int(f_robust[k, e]),
-                repr(float(merged["f_l2"][p, e])),
+                plan["examples"][p], labels[p], repr(float(eps[e])), int(merged["predict"][p, e]),
+                int(g["held"][k, e]), name[k, e], repr(float(merged["g_l2"][p, e])),
+                repr(float(merged["g_linf"][p, e])), int(merged["base_class"][p, e]),
+                "" if f_robust is None else int(f_robust[k, e]), repr(float(merged["f_l2"][p, e])),
                 int(merged["g_passes"][p, e] + np.nan_to_num(merged["f_passes"][p, e])),
                 int(merged["g_nonfinite"][p, e]))))
-    curve = ["eps,eps_in_certificate_space,g_robust_accuracy,f_robust_accuracy,certified_accuracy"]
+    upper = g["held"] | g["undecided"]
+    band = intervals(upper)
+    curve = ["eps,eps_in_certificate_space,g_held,g_undecided,g_flipped,g_robust_upper,g_robust_upper_low,"
+             "g_robust_upper_high,f_robust_accuracy,certified_accuracy"]
     for e in range(eps.size):
         curve.append(",".join([repr(float(eps[e])), "" if compared is None else repr(float(compared[e])),
-                               repr(float(g_robust[:, e].mean())),
+                               *(repr(float(g[key][:, e].mean())) for key in ("held", "undecided", "flipped")),
+                               repr(float(upper[:, e].mean())), _cell(band[e] and band[e][0]),
+                               _cell(band[e] and band[e][1]),
                                "" if f_robust is None else repr(float(f_robust[:, e].mean())),
                                "" if certified_at is None else repr(float(certified_at[e]))]))
     return tsv, curve
 
 
-def attack_wandb(plan: Mapping[str, Any], g_robust: np.ndarray, f_robust: np.ndarray | None,
-                 certified_at: list[float] | None, contradictions: int) -> dict[str, Any]:
-    """What the W&B run logs: the robust-accuracy curves per budget, summary metrics."""
-    eps = np.asarray(plan["quantities"]["attack"]["eps"], dtype=float)
-    table = [[float(eps[e]), float(g_robust[:, e].mean()), None if f_robust is None else float(f_robust[:, e].mean()),
-              None if certified_at is None else float(certified_at[e])] for e in range(eps.size)]
-    return {"job_type": KIND, "tables": {"attack/robust_accuracy": {
-        "columns": ["eps", "g_robust_accuracy", "f_robust_accuracy", "certified_accuracy"], "data": table}},
-        "lines": [{"table": "attack/robust_accuracy", "x": "eps", "y": y, "title": f"{y} vs eps ({plan['label']})"}
-                  for y in ("g_robust_accuracy", "f_robust_accuracy", "certified_accuracy")
-                  if not (y == "f_robust_accuracy" and f_robust is None) and not (
-                      y == "certified_accuracy" and certified_at is None)],
-        "summary": {"attack/contradictions": contradictions, "attack/points": int(g_robust.shape[0]),
-                    **{f"attack/g_robust_accuracy/eps={e:.4g}": float(v) for e, v in zip(
-                        eps, g_robust.mean(axis=0), strict=True)}}}
+def attack_wandb(plan: Mapping[str, Any], summary: Mapping[str, Any]) -> dict[str, Any]:
+    """What the W&B run logs: per budget the certified lower bound, the upper bound and the outcomes; summary
+    metrics."""
+    eps = summary["eps"]
+    columns = ["eps", "certified_accuracy", "g_robust_upper", "g_held", "g_undecided", "g_flipped",
+               "f_robust_accuracy"]
+    table = [[float(eps[e]), None if summary["certified_accuracy"] is None else summary["certified_accuracy"][e],
+              *(summary[key][e] for key in ("g_robust_upper", "g_held", "g_undecided", "g_flipped")),
+              None if summary["f_robust_accuracy"] is None else summary["f_robust_accuracy"][e]]
+             for e in range(len(eps))]
+    lines = [y for y in ("certified_accuracy", "g_robust_upper", "g_undecided", "f_robust_accuracy")
+             if summary.get(y) is not None]
+    return {"job_type": KIND, "tables": {"attack/robust_accuracy": {"columns": columns, "data": table}},
+            "lines": [{"table": "attack/robust_accuracy", "x": "eps", "y": y, "title": f"{y} vs eps ({plan['label']})"}
+                      for y in lines],
+            "summary": {"attack/contradictions": summary["contradictions"], "attack/points": summary["points"],
+                        **{f"attack/g_robust_upper/eps={e:.4g}": v for e, v in zip(
+                            eps, summary["g_robust_upper"], strict=True)},
+                        **{f"attack/g_undecided/eps={e:.4g}": v for e, v in zip(
+                            eps, summary["g_undecided"], strict=True)}}}
 
 
 def reduce_attack(kind: Any, config_dir: Path, found: ShardInventory | None = None) -> dict[str, Any]:
@@ -118,43 +161,60 @@ def reduce_attack(kind: Any, config_dir: Path, found: ShardInventory | None = No
     plan, found = kind.merged(config_dir, found)
     merged = found.merged
     attack = plan["quantities"]["attack"]
-    eps = np.asarray(attack["eps"], dtype=float)
     labels = np.asarray([i["label"] for i in plan["inputs"]])
     rows = np.flatnonzero(merged["attacked"])
-    g_robust = merged["predict"][rows] == labels[rows, None]
+    g = outcomes(merged["predict"][rows], labels[rows])
     f_robust = merged["base_class"][rows] == labels[rows, None] if attack["base"] else None
     certificates = kind.certificates(config_dir.parent, plan)
     compared, comparison = budgets_in_certificate_space(plan)
-    certified_at, contradictions = consistency(plan, merged, rows, labels, certificates, compared)
-    tsv, curve = attack_tables(plan, merged, rows, labels, g_robust, f_robust, compared, certified_at)
-    alpha = float(plan["quantities"]["alpha"])
-    summary = {
-        "kind": KIND, "label": plan["label"], "config_hash": plan["config_hash"], "parent_hash": plan["parent_hash"],
-        "space": attack["space"], "stage": plan["quantities"]["stage"],
-        "sigma": float(plan["quantities"]["sigma"]), "eps": eps.tolist(),
-        "eps_in_certificate_space": None if compared is None else compared.tolist(), "comparison": comparison,
-        "points": int(rows.size), "g_robust_accuracy": g_robust.mean(axis=0).tolist(),
-        "g_clean_accuracy": float((merged["clean_predict"][rows] == labels[rows]).mean()) if rows.size else None,
-        "f_robust_accuracy": None if f_robust is None else f_robust.mean(axis=0).tolist(),
-        "certified_accuracy": certified_at,
-        "certificates": "reduced" if certificates is not None else "not reduced: run `audiocert certify` of the "
-                        "same config for the certified curve and the consistency check",
-        "contradictions": len(contradictions), "contradiction_points": contradictions[:50],
-        "alpha": alpha, "settings": {k: v for k, v in attack.items() if k != "shard"},
-        "passes_per_point": float(np.nansum(merged["g_passes"][rows]) + np.nansum(merged["f_passes"][rows]))
-        / max(rows.size, 1),
-        "nonfinite_gradients": int(np.nansum(merged["g_nonfinite"][rows]) + np.nansum(merged["f_nonfinite"][rows])),
-        "shard_seconds": float(sum(r["elapsed_s"] for r in found.records.values())),
-    }
+    checked = consistency(plan, merged, rows, labels, certificates, compared)
+    tsv, curve = attack_tables(plan, merged, rows, labels, g, f_robust, compared, checked["certified_accuracy"])
+    summary = attack_summary(plan, merged, rows, labels, g, f_robust, compared, comparison, checked, found)
+    summary["certificates"] = "reduced" if certificates is not None else (
+        "not reduced: run `audiocert certify` of the same config for the certified curve and the consistency check")
     summary["example"] = render_example(kind, config_dir, plan, merged)
     atomic_write_text(config_dir / "attack.tsv", "\n".join(tsv) + "\n")
     atomic_write_text(config_dir / "robust.csv", "\n".join(curve) + "\n")
     atomic_write_json(config_dir / "provenance.json", kind.provenance(plan, found))
-    atomic_write_json(config_dir / "wandb.json", attack_wandb(plan, g_robust, f_robust, certified_at,
-                                                              len(contradictions)))
-    atomic_write_json(config_dir / "summary.json", summary)  # written last: its presence means reduced
-    if contradictions:
-        log.warning("%s: %d attacked input(s) within a certified radius PREDICT another class (an honest "
-                    "certificate allows this with probability about alpha = %g per point): %s", plan["label"],
-                    len(contradictions), alpha, contradictions[:5])
+    atomic_write_json(config_dir / "wandb.json", attack_wandb(plan, summary))
+    atomic_write_json(config_dir / "summary.json", seal(summary))  # written last: its presence means reduced
+    if checked["points"]:
+        log.warning("%s: %d of %d certified point(s) contradict their certificate (an honest certificate allows "
+                    "about alpha N = %.3g; one-sided binomial p = %.3g): %s", plan["label"], checked["points"],
+                    checked["certified_points"], float(plan["quantities"]["alpha"]) * checked["certified_points"],
+                    checked["p_value"], checked["pairs"][:5])
     return summary
+
+
+def attack_summary(plan: Mapping[str, Any], merged: Mapping[str, Any], rows: np.ndarray, labels: np.ndarray,
+                   g: Mapping[str, np.ndarray], f_robust: np.ndarray | None, compared: np.ndarray | None,
+                   comparison: str, checked: Mapping[str, Any], found: ShardInventory) -> dict[str, Any]:
+    """summary.json of an attack config: per budget the outcomes' rates, the bounds with their intervals, the
+    consistency with the certificates, costs."""
+    attack = plan["quantities"]["attack"]
+    upper = g["held"] | g["undecided"]
+    certified = checked["certified_accuracy"]
+    correct_counts = None if certified is None else [round(c * rows.size) for c in certified]
+    return {
+        "kind": KIND, "label": plan["label"], "config_hash": plan["config_hash"], "parent_hash": plan["parent_hash"],
+        "space": attack["space"], "stage": plan["quantities"]["stage"],
+        "sigma": float(plan["quantities"]["sigma"]), "eps": [float(e) for e in attack["eps"]],
+        "eps_in_certificate_space": None if compared is None else compared.tolist(), "comparison": comparison,
+        "points": int(rows.size),
+        **{f"g_{key}": g[key].mean(axis=0).tolist() for key in ("held", "flipped", "undecided")},
+        "g_robust_upper": upper.mean(axis=0).tolist(), "g_robust_upper_interval": intervals(upper),
+        "g_clean_accuracy": float((merged["clean_predict"][rows] == labels[rows]).mean()) if rows.size else None,
+        "f_robust_accuracy": None if f_robust is None else f_robust.mean(axis=0).tolist(),
+        "certified_accuracy": certified,
+        "certified_interval": None if correct_counts is None else [
+            None if (i := rate_interval(k, int(rows.size))) is None else list(i) for k in correct_counts],
+        "certified_points": checked["certified_points"], "contradictions": checked["points"],
+        "contradiction_pairs": len(checked["pairs"]), "contradiction_p_value": checked["p_value"],
+        "contradiction_points": checked["pairs"][:50],
+        "alpha": float(plan["quantities"]["alpha"]), "settings": {k: v for k, v in attack.items() if k != "shard"},
+        "passes_per_point": float(np.nansum(merged["g_passes"][rows]) + np.nansum(merged["f_passes"][rows]))
+        / max(rows.size, 1),
+        "judge_passes_per_point": float(merged["judge_passes"][rows].sum()) / max(rows.size, 1),
+        "nonfinite_gradients": int(np.nansum(merged["g_nonfinite"][rows]) + np.nansum(merged["f_nonfinite"][rows])),
+        "shard_seconds": float(sum(r["elapsed_s"] for r in found.records.values())),
+    }

@@ -21,36 +21,44 @@ from audiocert.reporting.results import ConfigResult
 
 INTRO = (
     "Certified accuracy at r is a lower bound on the accuracy of the smoothed classifier g against every "
-    "perturbation of L2 norm below r; the attack gives upper bounds. For each budget eps, SmoothAdv's PGD "
-    "(Salman et al. 2019) maximises -log of g's soft probability of the true class, estimated from m noise draws "
-    "per step, over ||delta||_2 <= eps (T normalised steps of 2 eps / T, projection, restarts), with noise from "
-    "the attack's own seeded streams; the attacked input is then judged by PREDICT of g (n samples of the "
-    "prediction stream, level alpha; an abstention counts as not robust). The same PGD on f alone (no noise) "
-    "shows what smoothing buys. The true robust accuracy lies between the certified curve and the empirical one "
-    "of g. A point certified at R whose attacked input at eps < R is PREDICTed as another class contradicts its "
-    "certificate; honest certificates allow that with probability about alpha per point.")
+    "perturbation of L2 norm below r (each certificate holds with probability >= 1 - alpha); the attack gives an "
+    "upper bound. For each budget eps, SmoothAdv's PGD (Salman et al. 2019) maximises -log of g's soft probability "
+    "of the true class, estimated from m noise draws per step, over ||delta||_2 <= eps (T normalised steps of "
+    "2 eps / T, projection, restarts), with noise from the attack's own seeded streams. The attacked input is then "
+    "judged by PREDICT of g on the prediction stream (never the attack's), continued on inputs it cannot decide: "
+    "looks at n, 2n, 4n, ... up to judge.max_n samples, each at level alpha / looks (a union bound, so the judge "
+    "names a class other than g's with probability <= alpha). Each (point, budget) is *held* (the label), "
+    "*flipped* (another class: broken, up to alpha) or *undecided* (no decision at the last look). An abstention "
+    "is not a break: near the decision boundary no finite judge can tell g's vote, so only flips count against g. "
+    "Hence certified <= true robust accuracy of g <= held + undecided; the shaded band is the undecided share. "
+    "The same PGD on f alone (no noise) shows what smoothing buys. A certified point (class c, radius R) whose "
+    "attacked input at eps < R is judged another class contradicts its certificate; honest certificates allow "
+    "about alpha N of N certified points. Brackets: 95% Clopper-Pearson intervals over the attacked points.")
 
 
 def robustness_section(kind: Any, context: ReportContext) -> list[str]:
     """Markdown lines (and figures and example files written into the output directory) for every complete config
     with an attack (``kind``: the attack kind, whose reduced configs it reads)."""
     output = context.output
-    entries = kind.report_entries(context)
+    entries, damaged = kind.report_entries(context), kind.damaged_lines(context)
     if not entries:
-        return []
+        return damaged
     lines = table_opening("## Certified vs empirical robustness", INTRO, (
-        "config", "attack space", "points", "budgets", "T x m x restarts", "PREDICT n", "contradictions (α)",
+        "config", "attack space", "points", "budgets", "T x m x restarts", "judge n to max_n",
+        "contradicting / certified points (α)",
         "passes / point", "non-finite gradients"))
     for r, _, s in entries:
         settings = s["settings"]
         lines.append(f"| {cell(r.name)} | {s['space']} | {s['points']} | {len(s['eps'])} | "
-                     f"{settings['steps']} x {settings['samples']} x {settings['restarts']} | {settings['n']} | "
-                     f"{s['contradictions']} ({s['alpha']:g}) | {s['passes_per_point']:,.0f} | "
+                     f"{settings['steps']} x {settings['samples']} x {settings['restarts']} | {settings['n']} to "
+                     f"{settings.get('judge_max_n') or settings['n']} | "
+                     f"{s['contradictions']} of {s['certified_points'] if s['certified_points'] is not None else '-'} "
+                     f"({s['alpha']:g}) | {s['passes_per_point']:,.0f} | "
                      f"{s['nonfinite_gradients']} |")
     lines.append("")
     for r, directory, s in entries:
         lines += config_section(r, directory, s, output)
-    return lines
+    return lines + damaged
 
 
 def config_section(r: ConfigResult, directory: Path, s: dict[str, Any], output: Path) -> list[str]:
@@ -60,30 +68,15 @@ def config_section(r: ConfigResult, directory: Path, s: dict[str, Any], output: 
     figure = output_file(output, f"robustness_{slug(r.short_name)}_{slug(space)}.png")
     certified_note = robustness_figure(r, s, figure)
     lines += [f"![Certified vs empirical: {r.name}, {space}]({figure.name})", "",
-              f"*Certified accuracy (line: a lower bound{certified_note}) and empirical robust accuracy under "
-              f"attack of g and of f (markers: upper bounds) against the L2 budget in {units}; {s['comparison']}.*",
+              f"*Certified accuracy (black line: a lower bound{certified_note}), the upper bound held + undecided "
+              f"under attack (red markers; the shaded band is the undecided share) and f's robust accuracy "
+              f"(blue) against the L2 budget in {units}; {s['comparison']}.*",
               ""]
-    header = "| eps | certified accuracy | robust accuracy of g | robust accuracy of f |"
-    lines += [header, "|---|---|---|---|"]
-    if s.get("g_clean_accuracy") is not None:
-        lines.append(f"| 0 (clean, PREDICT) | - | {s['g_clean_accuracy']:.3f} | - |")
-    for k, eps in enumerate(s["eps"]):
-        certified = fmt_float(s["certified_accuracy"][k], ".3f") if s.get("certified_accuracy") else "n/a"
-        f_value = fmt_float(s["f_robust_accuracy"][k], ".3f") if s.get("f_robust_accuracy") else "n/a"
-        lines.append(f"| {eps:.4g} | {certified} | {s['g_robust_accuracy'][k]:.3f} | {f_value} |")
-    lines.append("")
+    lines += outcome_table(s)
     if s.get("certified_accuracy") is None:
         why = s["certificates"] if "not reduced" in s["certificates"] else s["comparison"]
         lines += [f"Certified accuracy: {why}.", ""]
-    if s["contradictions"]:
-        shown = "; ".join(f"point {c['idx']} (R = {c['radius']:.4g}, class {c['certified_class']}) at eps = "
-                          f"{c['eps']:.4g} -> class {c['attacked_class']}" for c in s["contradiction_points"][:5])
-        lines += [f"**Consistency: {s['contradictions']} contradiction(s)** among {s['points']} points (α = "
-                  f"{s['alpha']:g}): {shown}.", ""]
-    else:
-        lines += [f"Consistency: no attacked input within a certified radius changed the smoothed prediction "
-                  f"({s['points']} points)." if s.get("certified_accuracy") is not None else
-                  "Consistency: not checked (no certificates of this config in its directory).", ""]
+    lines += consistency_lines(s)
     example = s.get("example")
     if example:
         copied = copy_example(directory, example, output, f"attack_{slug(r.short_name)}_{slug(space)}")
@@ -95,6 +88,42 @@ def config_section(r: ConfigResult, directory: Path, s: dict[str, Any], output: 
     else:
         lines += ["No attack on g succeeded at these budgets (or no attacked example was kept).", ""]
     return lines
+
+
+def _rate(value: float | None, interval: list[float] | None) -> str:
+    if value is None:
+        return "n/a"
+    return f"{value:.3f}" + (f" [{interval[0]:.2f}, {interval[1]:.2f}]" if interval else "")
+
+
+def outcome_table(s: dict[str, Any]) -> list[str]:
+    """Per budget: the certified lower bound, the upper bound held + undecided, and the judge's outcomes."""
+    lines = ["| eps | certified accuracy (lower bound) | held + undecided (upper bound) | held | undecided | flipped "
+             "| robust accuracy of f |", "|---|---|---|---|---|---|---|"]
+    if s.get("g_clean_accuracy") is not None:
+        lines.append(f"| 0 (clean, PREDICT) | - | {s['g_clean_accuracy']:.3f} | - | - | - | - |")
+    certified, f_values = s.get("certified_accuracy"), s.get("f_robust_accuracy")
+    for k, eps in enumerate(s["eps"]):
+        lower = _rate(None if certified is None else certified[k],
+                      None if certified is None else (s.get("certified_interval") or [None] * len(s["eps"]))[k])
+        lines.append(f"| {eps:.4g} | {lower} | {_rate(s['g_robust_upper'][k], s['g_robust_upper_interval'][k])} | "
+                     f"{s['g_held'][k]:.3f} | {s['g_undecided'][k]:.3f} | {s['g_flipped'][k]:.3f} | "
+                     f"{fmt_float(None if f_values is None else f_values[k], '.3f')} |")
+    return lines + [""]
+
+
+def consistency_lines(s: dict[str, Any]) -> list[str]:
+    """k of N certified points contradicting their certificate, against alpha N, with its p-value."""
+    if s.get("certified_points") is None:
+        return ["Consistency: not checked (no certificates of this config in its directory).", ""]
+    n, k, alpha = s["certified_points"], s["contradictions"], s["alpha"]
+    text = (f"{k} of {n} certified points contradict their certificate (an honest certificate allows about "
+            f"alpha N = {alpha * n:.3g}; one-sided binomial p = {fmt_float(s['contradiction_p_value'], '.3g')})")
+    if not k:
+        return [f"Consistency: {text}.", ""]
+    shown = "; ".join(f"point {c['idx']} (R = {c['radius']:.4g}, class {c['certified_class']}) at eps = "
+                      f"{c['eps']:.4g} -> class {c['attacked_class']}" for c in s["contradiction_points"][:5])
+    return [f"**Consistency: {text}**: {shown}.", ""]
 
 
 def robustness_figure(r: ConfigResult, s: dict[str, Any], path: Path) -> str:
@@ -113,8 +142,10 @@ def robustness_figure(r: ConfigResult, s: dict[str, Any], path: Path) -> str:
             note = f", radii divided by the proven bound L = {scale:.4f}"
     else:
         note = ": none in this space"
-    ax.plot(eps, s["g_robust_accuracy"], marker="o", color="tab:red", linewidth=1.5,
-            label="robust accuracy of g under attack (upper bound)")
+    ax.fill_between(eps, s["g_held"], s["g_robust_upper"], color="tab:red", alpha=0.18, step=None,
+                    label="undecided (the judge abstained)")
+    ax.plot(eps, s["g_robust_upper"], marker="o", color="tab:red", linewidth=1.5,
+            label="held + undecided under attack (upper bound on g)")
     if s.get("f_robust_accuracy") is not None:
         ax.plot(eps, s["f_robust_accuracy"], marker="s", linestyle="--", color="tab:blue", linewidth=1.2,
                 label="robust accuracy of f under attack")

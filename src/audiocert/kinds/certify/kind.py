@@ -114,8 +114,9 @@ class CertifyKind(WorkKind):
             rows = [[float(r["radius"]), float(r["certified_accuracy"])] for r in csv.DictReader(handle)]
         keys = ("smoothed_accuracy", "abstain_fraction", "predict_accuracy", "max_certifiable_radius",
                 "median_radius_certified", "median_snr_db", "samples", "shard_seconds")
-        return {"tables": {"certified_accuracy": {"columns": ["radius", "certified_accuracy"], "data": rows}},
-                "lines": [{"table": "certified_accuracy", "x": "radius", "y": "certified_accuracy",
+        # The line plot is logged under its table's name: the plot (which carries the table) replaces it.
+        return {"tables": {"certified_accuracy_curve": {"columns": ["radius", "certified_accuracy"], "data": rows}},
+                "lines": [{"table": "certified_accuracy_curve", "x": "radius", "y": "certified_accuracy",
                            "key": "certified_accuracy_curve",
                            "title": f"certified accuracy vs radius ({plan['label']})"}],
                 "summary": {**{f"certified_accuracy/r={radius}": value

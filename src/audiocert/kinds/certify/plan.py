@@ -3,7 +3,6 @@
 
 from __future__ import annotations
 
-import math
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -12,73 +11,27 @@ import numpy as np
 import torch
 from omegaconf import DictConfig, OmegaConf
 
-from audiocert.algorithms import ALGORITHMS, Algorithm, make_algorithm
+from audiocert.algorithms import Algorithm, make_algorithm
 from audiocert.devices import resolve_device
 from audiocert.provenance import (
-    check_safe_name,
     code_version,
     file_digest,
     stable_hash,
 )
-from audiocert.sampler import MAX_BLOCKS, MAX_EXAMPLES
-from audiocert.settings import check_number, require
+from audiocert.schemas import check_config
+from audiocert.settings import require
 from audiocert.shards.layout import Shard, cut_shards
 from audiocert.shards.worker import load_certified_setup, waveform_digest
-from audiocert.stages import check_stage
 from audiocert.statistics import REPORT_RADII
 
 COUNTED_PHASES = ("selection", "estimation")  # the phases CERTIFY counts
 
 
 def check_certify_config(cfg: DictConfig) -> None:
-    """Impossible values fail here, before anything is submitted, naming the field (every number finite and in
-    range: ``smoothing.sigma=inf`` once certified every point at radius inf)."""
-    c = cfg.certify
-    for field in ("n0", "n", "points_per_speaker", "batch_size", "block_size"):
-        check_number(c[field], f"certify.{field}", minimum=1, integer=True)
-    for field in ("examples", "samples"):
-        check_number(c.shard[field], f"certify.shard.{field}", minimum=1, integer=True)
-    if int(c.batch_size) < int(c.block_size):
-        raise ValueError(f"certify.batch_size={c.batch_size} is below certify.block_size={c.block_size}: "
-                         "batches hold whole noise blocks, so raise batch_size or lower block_size")
-    check_number(c.alpha, "certify.alpha", above=0, below=0.5)
-    check_number(cfg.smoothing.sigma, "smoothing.sigma", above=0)
-    if not isinstance(c.get("bf16", False), bool):
-        raise ValueError(f"certify.bf16={c.bf16!r} must be true or false")
-    if c.algorithm not in ALGORITHMS:
-        raise ValueError(f"certify.algorithm={c.algorithm!r}: choose one of {', '.join(ALGORITHMS)}")
-    if c.algorithm == "sequential":
-        seq = c.sequential
-        check_number(seq.first, "certify.sequential.first", minimum=1, integer=True)
-        check_number(seq.growth, "certify.sequential.growth", above=1)
-        check_number(seq.stop_alpha, "certify.sequential.stop_alpha", above=0, below=0.5)
-        check_number(seq.get("last_share", 0.75), "certify.sequential.last_share", above=0, below=1)
-        if seq.radii is not None:
-            if not seq.radii:
-                raise ValueError("certify.sequential.radii=[] must list positive radii (or be null)")
-            for k, radius in enumerate(seq.radii):
-                check_number(radius, f"certify.sequential.radii[{k}]", above=0)
-    seed = cfg.seed
-    if isinstance(seed, bool) or not isinstance(seed, int) or not 0 <= seed < 1 << 63:
-        raise ValueError(f"seed={seed!r} must be an integer in [0, 2**63)")
-    samples = max(int(c.n0), int(c.n))
-    if math.ceil(samples / int(c.block_size)) > MAX_BLOCKS:
-        raise ValueError(f"certify.n={c.n} needs more than {MAX_BLOCKS} noise blocks of certify.block_size="
-                         f"{c.block_size}: raise block_size to at least {math.ceil(samples / MAX_BLOCKS)}")
-    check_stage(cfg.representation.stage)
-    for field in ("dataset.name", "model.name", "certify.name", "sweep.name"):
-        check_safe_name(OmegaConf.select(cfg, field), field)
-    check_number(cfg.dataset.test_crops_per_speaker, "dataset.test_crops_per_speaker", minimum=1, integer=True)
-    check_number(cfg.dataset.num_classes, "dataset.num_classes", minimum=2, integer=True)
-    if int(c.points_per_speaker) > int(cfg.dataset.test_crops_per_speaker):
-        raise ValueError(
-            f"certify.points_per_speaker={c.points_per_speaker} exceeds "
-            f"dataset.test_crops_per_speaker={cfg.dataset.test_crops_per_speaker}"
-        )
-    if int(cfg.dataset.num_classes) * int(cfg.dataset.test_crops_per_speaker) > MAX_EXAMPLES:
-        raise ValueError(f"the test set of dataset.num_classes x dataset.test_crops_per_speaker = "
-                         f"{int(cfg.dataset.num_classes) * int(cfg.dataset.test_crops_per_speaker)} crops exceeds "
-                         f"the {MAX_EXAMPLES} examples that noise streams can key: lower test_crops_per_speaker")
+    """Impossible values fail here, before anything is submitted, naming the field: the config is checked against
+    the schema of its command (audiocert.schemas; every number finite and in range: ``smoothing.sigma=inf`` once
+    certified every point at radius inf), with the dataset settings it will be certified with."""
+    check_config("certify", cfg)
 
 
 def shard_device_type(cfg: DictConfig) -> str:

@@ -14,10 +14,7 @@ import numpy as np
 from audiocert.kinds.derived import lipschitz_of, log
 from audiocert.kinds.perceptibility.figures import render_attack_example, write_psd_figure
 from audiocert.kinds.perceptibility.settings import KIND
-from audiocert.provenance import (
-    atomic_write_json,
-    atomic_write_text,
-)
+from audiocert.provenance import atomic_write_json, atomic_write_text, seal
 from audiocert.shards import (
     ShardInventory,
 )
@@ -226,7 +223,7 @@ def reduce_perceptibility(kind: Any, config_dir: Path, found: ShardInventory | N
     atomic_write_json(config_dir / "provenance.json", kind.provenance(plan, found))
     atomic_write_json(config_dir / "wandb.json", wandb_spec(plan, summary, points, positions, budget, upper,
                                                             radius_w))
-    atomic_write_json(config_dir / "summary.json", summary)  # written last: its presence means reduced
+    atomic_write_json(config_dir / "summary.json", seal(summary))  # written last: its presence means reduced
     return summary
 
 

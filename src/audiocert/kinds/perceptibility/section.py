@@ -74,9 +74,9 @@ def perceptibility_section(kind: Any, context: ReportContext) -> list[str]:
     """Markdown lines (figures and audio written into the output directory) for every complete config with a
     perceptibility run (``kind``: the perceptibility kind, whose reduced configs it reads)."""
     output = context.output
-    entries = kind.report_entries(context)
+    entries, damaged = kind.report_entries(context), kind.damaged_lines(context)
     if not entries:
-        return []
+        return damaged
     lines = table_opening("## Perceptibility: certified radii against what a listener hears", INTRO, (
         "config", "points", "certified", "budget B (median)", "budget SNR (dB)", "tightness B / U", "R_w (median)",
         "covers: proven / at most", "R_w / B median [q25, q75]"))
@@ -103,7 +103,7 @@ def perceptibility_section(kind: Any, context: ReportContext) -> list[str]:
     for r, directory, s in entries:
         lines += config_section(r, directory, s, output)
     lines += [READING, "", LIMITS, ""]
-    return lines
+    return lines + damaged
 
 
 def audible_figure(stage: str, group: Sequence[tuple[ConfigResult, dict[str, Any]]], path: Path) -> None:

@@ -8,14 +8,13 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-
-from audiocert import psychoacoustics as pa
 from audiocert.imperceptible import (
     ImperceptibleSettings,
     check_imperceptible_settings,
 )
 from audiocert.kinds.certify import planned_certificates
+from audiocert.schemas import check_section
+from audiocert.schemas.perceptibility import PerceptibilitySchema, check_perceptible_dataset
 from audiocert.settings import check_number
 from audiocert.statistics import REPORT_RADII
 
@@ -29,9 +28,6 @@ RANGE = "radii"
 
 
 PURPOSES = {"budget": 0, "random": 1}  # seed streams of a point (see point_seed)
-
-
-MAX_DRAWS = 256
 
 
 # ----------------------------------------------------------------------------------------------------------
@@ -56,46 +52,30 @@ def check_radii(radii: Any) -> list[float]:
     return checked
 
 
-def _flag(value: Any, field: str) -> bool:
-    if not isinstance(value, (bool, np.bool_)):
-        raise ValueError(f"{field}={value!r} must be true or false")
-    return bool(value)
-
-
 def perceptibility_settings(config: Mapping[str, Any]) -> dict[str, Any]:
-    """The checked ``perceptibility`` section of a resolved config (radii resolved); ValueError naming the field."""
+    """The checked ``perceptibility`` section of a resolved config (radii resolved): the section is checked against
+    its schema (audiocert.schemas.perceptibility), and the dataset against what the psychoacoustic model needs;
+    ValueError naming the field."""
     section = config.get("perceptibility")
     if not section:
         raise ValueError("the config has no perceptibility section: run `audiocert perceptibility` (it adds "
                          "conf/perceptibility/)")
-    pa.check_sample_rate(int(config["dataset"]["sample_rate"]))
-    crop = int(config["dataset"]["crop_samples"])
-    if crop < pa.N_FFT:
-        raise ValueError(f"dataset.crop_samples={crop} is shorter than one analysis frame of the psychoacoustic model "
-                         f"({pa.N_FFT} samples)")
-    for key in ("draws", "quality_draws", "margin_db", "budget_iterations", "shard", "attack"):
-        if section.get(key) is None:
-            raise ValueError(f"the config lacks perceptibility.{key}")
-    draws = int(check_number(section["draws"], "perceptibility.draws", minimum=1, maximum=MAX_DRAWS, integer=True))
-    points = section.get("points_per_speaker")
-    attack = dict(section["attack"])
-    enabled = _flag(attack.get("enabled"), "perceptibility.attack.enabled")
-    checked_attack = check_imperceptible_settings(attack, "perceptibility.attack")
+    check_perceptible_dataset(config["dataset"])
+    values = check_section(PerceptibilitySchema, section, "perceptibility")
+    attack = values["attack"]
     return {
         "space": perturbation_space(config["representation"]["stage"]),
-        "radii": check_radii(section.get("radii")),
-        "draws": draws,
-        "quality_draws": int(check_number(section["quality_draws"], "perceptibility.quality_draws", minimum=0,
-                                          maximum=draws, integer=True)),
-        "margin_db": float(check_number(section["margin_db"], "perceptibility.margin_db", minimum=0, maximum=100)),
-        "budget_iterations": int(check_number(section["budget_iterations"], "perceptibility.budget_iterations",
-                                              minimum=0, maximum=10_000, integer=True)),
-        "points_per_speaker": None if points is None else int(check_number(
-            points, "perceptibility.points_per_speaker", minimum=1, integer=True)),
-        "shard": {"examples": int(check_number(section["shard"].get("examples"), "perceptibility.shard.examples",
-                                               minimum=1, integer=True))},
-        "save_examples": _flag(section.get("save_examples", True), "perceptibility.save_examples"),
-        "attack": {"enabled": enabled, **(vars_of(checked_attack) if enabled else {})},
+        "radii": check_radii(values.get("radii")),
+        "draws": int(values["draws"]),
+        "quality_draws": int(values["quality_draws"]),
+        "margin_db": float(values["margin_db"]),
+        "budget_iterations": int(values["budget_iterations"]),
+        "points_per_speaker": None if values.get("points_per_speaker") is None else int(values["points_per_speaker"]),
+        "shard": {"examples": int(values["shard"]["examples"])},
+        "save_examples": bool(values.get("save_examples", True)),
+        "attack": {"enabled": bool(attack["enabled"]),
+                   **(vars_of(check_imperceptible_settings(attack, "perceptibility.attack")) if attack["enabled"]
+                      else {})},
     }
 
 
