@@ -200,10 +200,15 @@ def test_projection_never_leaves_the_ball():
     for d in (3, 64, 41_120):
         delta = torch.randn(200, d, generator=generator) * torch.logspace(-3, 3, 200)[:, None]
         eps = torch.logspace(-4, 2, 200, dtype=torch.float64)
+        # Every third row lies inside its ball (twice its norm as the budget), one on its surface.
+        own = torch.linalg.vector_norm(delta.double(), dim=1)
+        eps[::3] = 2 * own[::3]
+        eps[1] = own[1]
         projected = _project(delta.clone(), eps)
         norms = torch.linalg.vector_norm(projected.double(), dim=1)
         assert torch.all(norms <= eps * (1 + d * 2.0**-53))
-        inside = torch.linalg.vector_norm(delta.double(), dim=1) <= eps
+        inside = own <= eps
+        assert inside.sum() >= 67 and not inside.all()
         assert torch.equal(projected[inside], delta[inside])  # rows inside the ball are untouched
 
 

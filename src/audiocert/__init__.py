@@ -1,5 +1,6 @@
 """audiocert: certified robustness of audio classifiers with Gaussian randomized smoothing."""
 
+from audiocert.attacks import PGDResult, smoothed_pgd
 from audiocert.frontend import DeepSpeakerFrontend
 from audiocert.model import ResCNN
 from audiocert.provenance import register_resolvers
@@ -9,5 +10,5 @@ from audiocert.stages import STAGE_REGISTRY, STAGES, Stage, WaveformBound
 register_resolvers()  # conf/ uses ${safe_name:...}
 
 __version__ = "0.1.0"
-__all__ = ["STAGES", "STAGE_REGISTRY", "DeepSpeakerFrontend", "ResCNN", "Smooth", "Stage", "StagedClassifier",
-           "WaveformBound", "smoothed_speaker_classifier"]
+__all__ = ["STAGES", "STAGE_REGISTRY", "DeepSpeakerFrontend", "PGDResult", "ResCNN", "Smooth", "Stage",
+           "StagedClassifier", "WaveformBound", "smoothed_pgd", "smoothed_speaker_classifier"]
