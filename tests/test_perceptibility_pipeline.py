@@ -92,7 +92,8 @@ def test_perceptibility_runs_on_the_certified_points_and_reports(perceived):
 @pytest.mark.slow
 def test_coverage_and_ratios_are_what_the_certificates_and_budgets_say(perceived):
     """By hand from certificates.tsv, the proven Lipschitz bound and the budgets: R_w = R / L; a point is covered
-    for sure when certified and R_w >= U, at most when R_w >= B; the ratio R_w / B over the certified points."""
+    for sure when certified (correct, radius > 0) and R_w >= U, at most when R_w >= B; the ratio R_w / B over the
+    certified points; wrong-class certificates counted apart."""
     from audiocert import psychoacoustics as pa
     from audiocert.data import build_datasets
     from audiocert.kinds.perceptibility import point_seed
@@ -108,12 +109,15 @@ def test_coverage_and_ratios_are_what_the_certificates_and_budgets_say(perceived
     radius = np.array([float(certificates[int(p["idx"])]["radius"]) for p in points])
     budget = np.array([float(p["budget"]) for p in points])
     upper = np.array([float(p["upper_bound"]) for p in points])
-    certified = (predict != -1) & (radius > 0)
+    label = np.array([int(certificates[int(p["idx"])]["label"]) for p in points])
+    certified = (predict == label) & (radius > 0)  # "certified": a correct prediction with radius > 0
     radius_w = radius / bound
     summary = json.loads((directory / "summary.json").read_text())
     coverage = summary["coverage"]
     assert summary["lipschitz_bound"] == pytest.approx(bound, rel=1e-12)
     assert coverage["certified"] == certified.sum() and coverage["points"] == len(points) == 8
+    wrong = (predict != -1) & (predict != label) & (radius > 0)
+    assert summary["wrong_class_certificates"] == wrong.sum() and summary["certified_points"] == certified.sum()
     assert coverage["fraction_covers_proven"] == np.mean(certified & (radius_w >= upper))
     assert coverage["fraction_covers_at_most"] == np.mean(certified & (radius_w >= budget))
     ratio = radius_w[certified] / budget[certified]

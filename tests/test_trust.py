@@ -384,3 +384,16 @@ def test_an_edited_certificates_table_is_refused_by_every_reader(tmp_path):
     assert not results and damaged and "certificates.tsv does not match" in damaged[0][1]
     reduce_config(config_dir)  # rebuilt from the sealed shards
     assert trusted_certificates(config_dir) == honest
+
+
+def test_status_rows_of_configs_with_one_label_say_what_differs(tmp_path):
+    """Two configs of one label (Cohen and sequential, or two sample counts) read as two rows that differ."""
+    from audiocert.status import distinct_labels
+
+    base = {"label": "tiny4-mfbe-sigma0.25", "config_dir": str(tmp_path / "a"),
+            "quantities": {"n": 60, "algorithm": "cohen", "sigma": 0.25}}
+    other = {**base, "config_dir": str(tmp_path / "b"), "quantities": {**base["quantities"], "n": 200}}
+    third = {"label": "tiny4-mfbe-sigma0.5", "config_dir": str(tmp_path / "c"), "quantities": base["quantities"]}
+    rows = distinct_labels([dict(base), dict(other), dict(third)])
+    assert [r["label"] for r in rows] == ["tiny4-mfbe-sigma0.25 (n=60)", "tiny4-mfbe-sigma0.25 (n=200)",
+                                          "tiny4-mfbe-sigma0.5"]

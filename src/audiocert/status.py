@@ -222,7 +222,7 @@ def config_status(config_dir: Path, queue: QueueView | None = None) -> dict[str,
         "duplicated": {str(k): [str(p) for p in v] for k, v in found.duplicated.items()},
         "reduced": reduced, "stale_results": results and not found.complete, "activity": alive,
         "logs": logs if alive != "alive" and not reduced else {}, "rounds": rounds,
-        "tasks": task_counts(jobs, queue), "deferred": None,
+        "tasks": task_counts(jobs, queue), "deferred": None, "quantities": plan["quantities"],
     }
 
 
@@ -242,10 +242,35 @@ def sweep_status(directory: str | Path) -> list[dict[str, Any]]:
         if record.get("executor") == "slurm":
             job_ids += slurm_job_ids(record) + list(record.get("tasks") or {})
     queue = QueueView(job_ids) if job_ids else None
-    rows = [config_status(d, queue) for d in dirs]
+    rows = distinct_labels([config_status(d, queue) for d in dirs])
     waiting = deferred_configs(Path(directory))
     for row in rows:
         row["deferred"] = waiting.get(os.path.abspath(str(row["config_dir"])))
+    return rows
+
+
+def _flat(value: Any, prefix: str = "") -> dict[str, Any]:
+    if isinstance(value, dict):
+        return {k: v for key, item in value.items() for k, v in _flat(item, f"{prefix}{key}.").items()}
+    return {prefix.rstrip("."): value}
+
+
+def distinct_labels(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Rows whose configs share a label get the settings that tell them apart (at most three; else the config
+    directory's name), so no two rows of a status read alike."""
+    by_label: dict[str, list[dict[str, Any]]] = {}
+    for row in rows:
+        by_label.setdefault(row["label"], []).append(row)
+    for label, same in by_label.items():
+        if len(same) < 2:
+            continue
+        flat = [_flat(r["quantities"]) for r in same]
+        differ = [k for k in sorted(set().union(*flat)) if len({repr(f.get(k)) for f in flat}) > 1
+                  and not k.endswith(("checkpoint_digest", "root"))]
+        for row, values in zip(same, flat, strict=True):
+            what = ", ".join(f"{k}={values.get(k)}" for k in differ[:3]) if differ and len(differ) <= 3 else \
+                Path(row["config_dir"]).name
+            row["label"] = f"{label} ({what})"
     return rows
 
 

@@ -178,7 +178,10 @@ def reduce_perceptibility(kind: Any, config_dir: Path, found: ShardInventory | N
     predict = np.array([certificates["predict"][p] for p in positions], dtype=np.int64)
     radius = np.array([certificates["radius"][p] for p in positions], dtype=float)
     labels = np.array([plan["inputs"][p]["label"] for p in positions], dtype=np.int64)
-    certified = (predict != ABSTAIN) & (radius > 0)
+    # "Certified" means one thing everywhere: a correct prediction with radius > 0 (wrong-class certificates are
+    # counted apart and enter no figure).
+    certified = (predict == labels) & (radius > 0)
+    wrong_class = (predict != ABSTAIN) & (predict != labels) & (radius > 0)
     budget = np.array([p["budget"]["budget"] for p in points], dtype=float)
     upper = np.array([p["budget"]["upper_bound"] for p in points], dtype=float)
     tightness = np.array([p["budget"]["tightness"] for p in points], dtype=float)
@@ -186,7 +189,7 @@ def reduce_perceptibility(kind: Any, config_dir: Path, found: ShardInventory | N
     radius_w, bound, relation = waveform_radii(plan, radius)
     covered = coverage(radius_w, certified, budget, upper)
     grid_rows = audibility_rows(points, "grid", settings["radii"], "grid")
-    at_certified = [p for p in points if p["certified"] is not None]
+    at_certified = [p for k, p in enumerate(points) if p["certified"] is not None and certified[k]]
     certified_rows = audibility_rows(at_certified, "certified", [math.nan], "certified")
     attack_summary, attack_rows = summarise_attacks(plan, positions, points, labels, predict, radius_w, certified)
 
@@ -208,6 +211,7 @@ def reduce_perceptibility(kind: Any, config_dir: Path, found: ShardInventory | N
         "waveform_radius": None if radius_w is None else _quartiles(radius_w[certified]),
         "radius": _quartiles(radius[certified]), "budgets": budgets, "audibility": grid_rows,
         "audibility_at_certified": certified_rows, "points_at_certified": len(at_certified),
+        "certified_points": int(certified.sum()), "wrong_class_certificates": int(wrong_class.sum()),
         "quality_errors": errors[:20], "attack": attack_summary,
         "settings": {k: v for k, v in settings.items() if k != "certificates"},
         "seconds_per_point": float(merged["seconds"][positions].mean()) if positions else None,

@@ -29,7 +29,9 @@ INTRO = (
     "perceptibility claim below is relative to this model and this playback level. The largest imperceptible norm "
     "lies between B and a proven upper bound U (`tightness` = B / U). A certificate of waveform radius R_w (R at "
     "the waveform stage, R / L at magspec) covers the whole imperceptible set for sure when R_w ≥ U and cannot "
-    "when R_w < B.")
+    "when R_w < B. *Certified* means here what it means in the certificate tables: a correct prediction with "
+    "radius > 0; coverage, R_w / B and audibility at the certified radius are over those points, and a "
+    "certificate of another class is counted apart.")
 
 READING = (
     "How to read these numbers. *Coverage* is the fraction of all measured points (an abstention covers nothing) "
@@ -162,6 +164,9 @@ def config_section(r: ConfigResult, directory: Path, s: dict[str, Any], output: 
                   f"(median [q25, q75]) over the {c['certified']} certified points: a certified waveform ball of "
                   f"median radius {_median(s.get('waveform_radius'))} against a median budget of "
                   f"{_median(s['budgets']['budget'])}.", ""]
+    if s.get("wrong_class_certificates"):
+        lines += [f"Left out: {s['wrong_class_certificates']} certificate(s) of a class other than the label "
+                  "(certified, but not correct).", ""]
     lines += audibility_table(s) + [""]
     if s.get("quality_errors"):
         lines += [f"PESQ/STOI refused some inputs: {'; '.join(cell(e) for e in s['quality_errors'][:3])}.", ""]
