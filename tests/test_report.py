@@ -654,3 +654,18 @@ def test_table_radius_rounds_down_to_the_grid():
     grid = (0.25, 0.5, 1.0)
     assert list(table_radius(np.array([0.0, 0.1, 0.25, 0.3, 0.99, 1.0, 7.0]), grid)) == [
         0.0, 0.0, 0.25, 0.25, 0.5, 1.0, 1.0]
+
+
+def test_a_near_constant_smoothed_classifier_is_flagged():
+    """One class for (almost) every point, or accuracy at chance: the summary and the report say its radii describe
+    a near-constant classifier."""
+    import numpy as np
+
+    from audiocert.kinds.certify.reduce import degenerate
+
+    labels = np.arange(40) % 4
+    assert "class 2 is predicted for 98%" in degenerate(np.where(np.arange(40) < 38, 2, labels), labels == 2, 4)
+    chance = np.where(np.arange(40) % 4 == 0, labels, (labels + 1) % 4)  # right on 1 point in 4, every class used
+    assert "at chance" in degenerate(chance, chance == labels, 4)
+    assert degenerate(labels, np.ones(40, dtype=bool), 4) is None  # a model: every class, all correct
+    assert degenerate(np.full(40, -1), np.zeros(40, dtype=bool), 4).startswith("accuracy 0.000 is at chance")

@@ -121,6 +121,13 @@ class CertifyKind(WorkKind):
                            "title": f"certified accuracy vs radius ({plan['label']})"}],
                 "summary": {**{f"certified_accuracy/r={radius}": value
                                for radius, value in summary["certified_accuracy"].items()},
+                            # Each rate over the test points with its 95% Clopper-Pearson interval.
+                            **{f"certified_accuracy_{side}/r={radius}": interval[k]
+                               for radius, interval in (summary.get("certified_accuracy_interval") or {}).items()
+                               for k, side in enumerate(("low", "high"))},
+                            **{f"smoothed_accuracy_{side}": (summary.get("smoothed_accuracy_interval") or [None] * 2)[k]
+                               for k, side in enumerate(("low", "high"))},
+                            "degenerate": summary.get("degenerate") or "",
                             **{key: summary[key] for key in keys}}}
 
 

@@ -25,6 +25,7 @@ from audiocert.statistics import (
     ABSTAIN,
     REPORT_RADII,
     certified_accuracy,
+    rate_interval,
     snr_db,
 )
 
@@ -80,7 +81,12 @@ def reduce_config(config_dir: str | Path, found: ShardInventory | None = None) -
         "n0": int(q["n0"]), "n": int(q["n"]), "alpha": alpha, "num_points": len(rows),
         "dataset": plan["config"]["dataset"]["name"],
         "certified_accuracy": {f"{r:g}": certified_accuracy(radii, correct, r) for r in REPORT_RADII},
+        "certified_accuracy_interval": {f"{r:g}": list(rate_interval(int((correct & (radii >= r) & (radii > 0)).sum()),
+                                                                     len(rows))) for r in REPORT_RADII},
         "smoothed_accuracy": float(correct.mean()),
+        "smoothed_accuracy_interval": list(rate_interval(int(correct.sum()), len(rows))),
+        "degenerate": degenerate(np.array([r["predict"] for r in rows]), correct,
+                                 int(plan["config"]["dataset"]["num_classes"])),
         "abstain_fraction": float(np.mean([r["predict"] == ABSTAIN for r in rows])),
         "predict_accuracy": float(np.mean([p[3] for p in predictions])),
         "predict_abstain_fraction": float(np.mean([p[2] == ABSTAIN for p in predictions])),
@@ -136,6 +142,25 @@ def write_results(config_dir: Path, rows: list[dict[str, Any]], predictions: lis
     atomic_write_json(config_dir / "provenance.json", provenance)
     # Sealed, with the table's digest: what a later reader checks certificates.tsv against.
     atomic_write_json(config_dir / "summary.json", seal({**summary, "certificates_sha256": certificates_digest(table)}))
+
+
+def degenerate(predicted: np.ndarray, correct: np.ndarray, classes: int) -> str | None:
+    """Why a config's smoothed classifier is near-constant, or None: one class for at least 90% of its points
+    (with more than one class among the labels), or an accuracy whose 95% interval holds chance (1 / classes) with
+    its estimate at most twice chance. Its radii then describe a near-constant classifier, not a model."""
+    decided = predicted[predicted != ABSTAIN]
+    if decided.size:
+        top, count = np.unique(decided, return_counts=True)
+        share = count.max() / predicted.size
+        if share >= 0.9:
+            return (f"class {int(top[count.argmax()])} is predicted for {share:.0%} of the points: the radii describe "
+                    "a near-constant classifier")
+    interval = rate_interval(int(correct.sum()), int(correct.size))
+    accuracy = float(correct.mean()) if correct.size else 0.0
+    if interval is not None and interval[0] <= 1.0 / classes and accuracy <= 2.0 / classes:
+        return (f"accuracy {accuracy:.3f} is at chance (1/{classes}; 95% interval [{interval[0]:.2f}, "
+                f"{interval[1]:.2f}]): the radii describe a classifier that has not learned the task")
+    return None
 
 
 def certificate_semantics(config: Mapping[str, Any], stage: str) -> dict[str, Any]:

@@ -31,4 +31,6 @@ def abstentions_section(context: ReportContext) -> list[str]:
         lines.append(f"| {cell(r.name)} | {fmt_float(info.get('accuracy'), '.3f')} | {float(r.correct.mean()):.3f} | "
                      f"{abstain:.3f} | {p_acc} | {p_abs} | {r.radii.size} |")
     lines.append("")
-    return lines
+    flagged = [(r, (r.summary or {}).get("degenerate")) for r in context.complete]
+    lines += [f"**Degenerate: {cell(r.name)}**: {why}." for r, why in flagged if why]
+    return lines + ([""] if any(why for _, why in flagged) else [])
