@@ -95,6 +95,7 @@ def run(checkout: Path, work: Path, corpus: Path | None = None, trained_runs: Pa
     out: dict[str, str] = {"weights": weights_digest(runs / "train" / "tiny4-rescnn_small" / "best.pt")}
     cli(checkout, runs, "certify", "-m", *dataset, *CERTIFY, "representation=waveform,magspec")
     cli(checkout, runs, "certify", *dataset, *CERTIFY, *SEQUENTIAL)
+    cli(checkout, runs, "certify", *dataset, *CERTIFY)  # the config the attack reads (mfbe, Cohen)
     cli(checkout, runs, "attack", *dataset, *CERTIFY, *ATTACK)
     cli(checkout, runs, "perceptibility", *dataset, *CERTIFY, *PERCEPTIBILITY, "representation=magspec")
     sweep = runs / "sweeps" / "golden"

@@ -108,6 +108,10 @@ def test_every_setting_of_every_command_has_a_schema_field_and_every_number_a_ra
     ("train", "train.augment.stage=cepstrum", "train.augment.stage='cepstrum': must be one of waveform, magspec, "
                                               "mfbe"),
     ("attack", "attack.eps=[0.5,-1]", "attack.eps[1]=-1: must be finite and > 0"),
+    ("attack", "attack.judge.max_n=10", "attack.judge.max_n=10 is below attack.n=100: the judge's last look must be "
+                                        "at least its first (null: PREDICT at n only)"),
+    ("perceptibility", "perceptibility.attack.judge.max_n=0", "perceptibility.attack.judge.max_n=0: must be an "
+                                                              "integer >= 1"),
     ("attack", "attack.judge.max_n=0", "attack.judge.max_n=0: must be an integer >= 1"),
     ("perceptibility", "perceptibility.quality_draws=9",
      "perceptibility.quality_draws=9: must be an integer in [0, 4] (at most perceptibility.draws)"),

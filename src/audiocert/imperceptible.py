@@ -59,7 +59,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from audiocert.attacks import attacked_stage_inputs, check_stream, predict_attacked
+from audiocert.attacks import attacked_stage_inputs, check_stream, judge_attacked
 from audiocert.psychoacoustics import HOP, N_FFT, REFERENCE_DB, WINDOW_GAIN, MaskingThreshold, audibility
 from audiocert.sampler import Smooth, fill_noise
 from audiocert.settings import check_number, require
@@ -93,6 +93,7 @@ class ImperceptibleSettings:
     alpha: float          # PREDICT's level
     batch_size: int       # noisy copies per forward/backward pass
     bf16: bool = False    # autocast f to bfloat16 on CUDA for the search's passes (the judge uses the Smooth's f)
+    judge_max_n: int | None = None  # the judge continues on undecided candidates up to this many samples
 
 
 INT_FIELDS = ("steps", "samples", "up_every", "down_every", "candidates", "n", "batch_size")
@@ -104,7 +105,7 @@ def check_imperceptible_settings(mapping: Mapping[str, Any], prefix: str = "perc
 
     Also refused: a setting whose noise draws would not fit an example's attack stream (audiocert.attacks).
     """
-    fields = [f for f in ImperceptibleSettings.__dataclass_fields__ if f != "bf16"]
+    fields = [f for f in ImperceptibleSettings.__dataclass_fields__ if f not in ("bf16", "judge_max_n")]
     missing = [f for f in fields if mapping.get(f) is None]
     if missing:
         raise ValueError(f"the config lacks {', '.join(f'{prefix}.{f}' for f in missing)}")
@@ -127,7 +128,10 @@ def check_imperceptible_settings(mapping: Mapping[str, Any], prefix: str = "perc
         check_stream(values["steps"], values["samples"], 1)
     except ValueError as error:
         raise ValueError(f"{prefix}.steps={values['steps']} x {prefix}.samples={values['samples']}: {error}") from None
-    return ImperceptibleSettings(**values, bf16=bool(bf16))
+    max_n = (mapping.get("judge") or {}).get("max_n")
+    if max_n is not None:
+        max_n = int(check_number(max_n, f"{prefix}.judge.max_n", minimum=values["n"], integer=True))
+    return ImperceptibleSettings(**values, bf16=bool(bf16), judge_max_n=max_n)
 
 
 def next_lambda(lam: float, flipped: bool, step: int, settings: ImperceptibleSettings) -> float:
@@ -430,9 +434,11 @@ def imperceptible_attack(smooth: Smooth, x: torch.Tensor, y: int, threshold: Mas
     l2 = torch.linalg.vector_norm(search.candidates.double(), dim=1).cpu().numpy()
     for k in quietest_order(excess, l2)[:settings.candidates]:
         z = attacked_stage_inputs(x, search.candidates[k:k + 1].to(x.dtype), to_stage)
-        predicted = int(predict_attacked(smooth, z, settings.n, settings.alpha, settings.batch_size, example)[0])
+        classes, drawn = judge_attacked(smooth, z, settings.n, settings.alpha, settings.batch_size, example,
+                                        settings.judge_max_n)  # the attack's judge: held, flipped or undecided
+        predicted = int(classes[0])
         result.judged.append(predicted)
-        result.predict_passes += settings.n
+        result.predict_passes += int(drawn[0])
         if predicted not in (int(y), ABSTAIN):
             delta = search.candidates[k]
             result.found, result.delta, result.predict = True, delta, predicted

@@ -78,9 +78,9 @@ def check_attack_settings(mapping: Mapping[str, Any], stage: str | None = None,
     :class:`AttackSettings`.
 
     Required keys: eps (a budget or a list), steps, samples, restarts, space, n, alpha, batch_size; optional:
-    step_factor (2.0), base (true), bf16 (false), judge.max_n (null). Other keys are left to the caller. Every error names the field
-    (``attack.eps``, ``attack.steps``, ...). With ``stage`` (and ``stages``, the stages the frontend computes) the
-    space is checked against the smoothing stage too (:func:`check_space`).
+    step_factor (2.0), base (true), bf16 (false), judge.max_n (null). Other keys are left to the caller. Every
+    error names the field (``attack.eps``, ``attack.steps``, ...). With ``stage`` (and ``stages``, the stages the
+    frontend computes) the space is checked against the smoothing stage too (:func:`check_space`).
     """
     missing = [k for k in REQUIRED_KEYS if k not in mapping or mapping[k] is None]
     if missing:

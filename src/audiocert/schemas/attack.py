@@ -16,7 +16,9 @@ from audiocert.schemas.rules import (
     SettingError,
     count,
     flag,
+    join,
     number,
+    refuse_relation,
     section,
     setting,
 )
@@ -94,3 +96,12 @@ class AttackSchema:
     @classmethod
     def rules(cls, values: dict[str, Any], prefix: str) -> None:
         check_stream(int(values["steps"]), int(values["samples"]), int(values["restarts"]), prefix=prefix)
+        check_judge(values, prefix)
+
+
+def check_judge(values: dict[str, Any], prefix: str) -> None:
+    """The judge's last look is at least its first: judge.max_n >= n."""
+    max_n = (values.get("judge") or {}).get("max_n")
+    if max_n is not None and int(max_n) < int(values["n"]):
+        raise refuse_relation(join(prefix, "judge.max_n"), max_n, f"is below {join(prefix, 'n')}={values['n']}: the "
+                              "judge's last look must be at least its first (null: PREDICT at n only)")

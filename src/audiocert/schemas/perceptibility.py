@@ -8,7 +8,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from audiocert.psychoacoustics.grid import N_FFT, SAMPLE_RATE
-from audiocert.schemas.attack import check_stream
+from audiocert.schemas.attack import AttackJudgeSchema, check_judge, check_stream
 from audiocert.schemas.rules import (
     MISSING,
     Name,
@@ -19,6 +19,7 @@ from audiocert.schemas.rules import (
     join,
     number,
     refuse,
+    section,
     setting,
 )
 
@@ -43,12 +44,14 @@ class ImperceptibleAttackSchema:
     candidates: int = count()
     n: int = count()
     alpha: float = number(above=0, below=0.5)
+    judge: AttackJudgeSchema | None = section(AttackJudgeSchema)  # the same judge as the attack's
     batch_size: int = count()
     bf16: bool = flag(False)
 
     @classmethod
     def rules(cls, values: dict[str, Any], prefix: str) -> None:
         check_stream(int(values["steps"]), int(values["samples"]), 1, prefix=prefix)
+        check_judge(values, prefix)
 
 
 @dataclass
