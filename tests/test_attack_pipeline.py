@@ -151,6 +151,18 @@ def test_killed_attack_resumes_without_recomputing_and_a_failed_shard_fails_the_
 
 
 # Every field's check is unit-tested in test_attacks.py; these prove the command runs them before any work.
+def test_an_attack_on_a_config_never_certified_is_refused_naming_the_command(trained):
+    """Leaving out one of the certification's overrides would attack a config that was never certified (another
+    config, other points): refused before anything is planned, naming the command to run first."""
+    runs = trained["runs"]
+    result = run_cli(["attack", *certify_overrides(trained, "atk-never", "launcher=debug", *ATTACK)], runs, check=False)
+    assert result.returncode == 1 and "run `audiocert certify` with the same overrides first" in result.stderr
+    last = result.stderr.strip().splitlines()[-1]
+    assert last.startswith("audiocert attack: run `audiocert certify`") and "Traceback" not in result.stderr, \
+        result.stderr
+    assert not list(runs.glob("sweeps/atk-never/*/attack-*"))
+
+
 @pytest.mark.parametrize("override,needle", [
     ("attack.eps=[0.5,-1]", "attack.eps[1]=-1"), ("attack.space=feature", "attack.space='feature'"),
     ("attack.restarts=1.5", "attack.restarts=1.5"), ("attack.eps=[inf]", "attack.eps[0]=inf"),
