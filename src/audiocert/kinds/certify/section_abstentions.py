@@ -32,5 +32,5 @@ def abstentions_section(context: ReportContext) -> list[str]:
                      f"{abstain:.3f} | {p_acc} | {p_abs} | {r.radii.size} |")
     lines.append("")
     flagged = [(r, (r.summary or {}).get("degenerate")) for r in context.complete]
-    lines += [f"**Degenerate: {cell(r.name)}**: {why}." for r, why in flagged if why]
+    lines += [f"- **Degenerate: {cell(r.name)}**: {why}." for r, why in flagged if why]
     return lines + ([""] if any(why for _, why in flagged) else [])
