@@ -10,6 +10,7 @@ AUDIOCERT := $(VENV)/bin/audiocert
 LAUNCHER ?= local
 RUNS := $(or $(AUDIOCERT_RUNS_DIR),runs)
 WAIT := $(if $(filter slurm,$(LAUNCHER)),launcher.wait=true)
+TEST_WORKERS ?= 2
 
 .PHONY: demo test test-fast venv clean
 
@@ -30,9 +31,12 @@ demo: $(VENV)/.installed
 	$(AUDIOCERT) report $(RUNS)/sweeps/demo && \
 	echo "demo finished in $$(( $$(date +%s) - start )) s; report: $(RUNS)/sweeps/demo/report/report.md"
 
+# Two xdist workers, each taking whole test modules: the SLURM tests (in order, on one worker) mostly wait on the
+# scheduler while the other worker computes; tests/conftest.py (pytest_collection_modifyitems) says in what order.
 test: $(VENV)/.installed
 	bash slurm/cluster.sh start
-	$(VENV)/bin/python -m pytest -q -p no:cacheprovider
+	$(VENV)/bin/python -m pytest -q -p no:cacheprovider -n $(TEST_WORKERS) --dist loadfile --no-loadscope-reorder \
+		--durations=20
 
 test-fast: $(VENV)/.installed
 	$(VENV)/bin/python -m pytest -q -p no:cacheprovider -m "not slow"

@@ -84,7 +84,7 @@ MEASURE = {
     "status": "from audiocert.status import sweep_status, format_status; format_status(D, sweep_status(D))",
     # status again: its first run kept what it validated (.shard-summaries.json); unchanged files are only statted
     "status again": "from audiocert.status import sweep_status, format_status; format_status(D, sweep_status(D))",
-    "reduce": "from audiocert.reducer import reduce_config; reduce_config(D)",
+    "reduce": "import audiocert.kinds; from audiocert.kinds.certify import reduce_config; reduce_config(D)",
     "round": "from audiocert.shards import next_work, read_plan; next_work(D, read_plan(D))",
 }
 
@@ -92,7 +92,7 @@ MEASURE = {
 def measure(what: str, config_dir: Path) -> tuple[float, float]:
     """(seconds, peak RSS in MiB) of one operation in a fresh process (imports excluded from the time)."""
     code = (f"import time, resource\nfrom pathlib import Path\nD = Path({str(config_dir)!r})\n"
-            f"import audiocert.launching.sweep, audiocert.reducer, audiocert.status\nstart = time.perf_counter()\n"
+            f"import audiocert.launching.sweep, audiocert.kinds, audiocert.status\nstart = time.perf_counter()\n"
             f"{MEASURE[what]}\nprint(time.perf_counter() - start, resource.getrusage(resource.RUSAGE_SELF).ru_maxrss)")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
                          env={**os.environ, "AUDIOCERT_PROGRESS_INTERVAL": "3600"})

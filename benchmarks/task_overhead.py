@@ -125,7 +125,7 @@ def fabricate_config(work: Path, corpus: Path, speakers: int, model: str, device
         speaker_ids = build_datasets(resolved["dataset"]).speakers
         torch.manual_seed(0)
         net = build_model(resolved["model"], speakers)
-        # What audiocert.train saves as best.pt: weights and metadata, no optimizer state.
+        # What audiocert.training saves as best.pt: weights and metadata, no optimizer state.
         save_checkpoint(checkpoint, {"model": net.state_dict(), "num_classes": speakers, "speakers": speaker_ids,
                                      "config": {k: resolved[k] for k in ("model", "frontend", "dataset")},
                                      "metrics": {}, "epoch": 0})

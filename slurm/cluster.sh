@@ -245,9 +245,10 @@ JobCompType=jobcomp/none
 # claiming the whole node's memory.
 SchedulerType=sched/backfill
 # The scheduler runs on submit/finish events, but a job that becomes eligible
-# by time (a requeued job's BeginTime) waits for the periodic passes
-# (defaults 60 s main / 30 s backfill): make them frequent. Cheap on one node.
-SchedulerParameters=sched_interval=2,bf_interval=2
+# by time (a requeued job's BeginTime), and a dependent job (a reducer, a
+# sequential round) once its array ends, often waits for the periodic passes
+# (defaults 60 s main / 30 s backfill): make them every second. Cheap on one node.
+SchedulerParameters=sched_interval=1,bf_interval=1
 SelectType=select/cons_tres
 SelectTypeParameters=CR_Core_Memory
 DefMemPerCPU=1024

@@ -10,6 +10,37 @@ import pytest
 REPO = Path(__file__).resolve().parents[1]
 os.environ.setdefault("WANDB_SILENT", "true")
 os.environ.setdefault("WANDB_MODE", "offline")
+# Every torch process of the suite (the CLI, its local workers, SLURM tasks, two xdist workers) shares 2 cores:
+# OpenMP threads that spin while they wait for work slow each other down 3-5x. Waiting passively changes no result
+# (the number of threads, and so the order of every sum, is the same). Set before torch loads; subprocesses and
+# SLURM jobs (sbatch exports the environment) inherit it.
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+
+
+def uses_module_fixture(item: pytest.Item) -> bool:
+    """Whether the test needs a fixture made once per module (or class)."""
+    definitions = getattr(getattr(item, "_fixtureinfo", None), "name2fixturedefs", {})
+    return any(d.scope in ("module", "class", "package") for name in getattr(item, "fixturenames", ())
+               for d in definitions.get(name, ()))
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """The order in which `make test`'s two xdist workers take the test modules (-n 2 --dist loadfile
+    --no-loadscope-reorder: a module runs whole, on one worker, so its module fixtures are made once and the SLURM
+    tests, which share the cluster and restart it, run in order). The SLURM module goes first: it mostly waits on
+    the scheduler while the other worker computes. Then the modules with slow tests or module fixtures, then the
+    short ones, which fill both workers to the end. Tests keep their order within a module."""
+    rank: dict[str, int] = {}
+    for item in items:
+        module = item.nodeid.split("::")[0]
+        if item.get_closest_marker("slurm") is not None:
+            mark = 0
+        elif item.get_closest_marker("slow") is not None or uses_module_fixture(item):
+            mark = 1
+        else:
+            mark = 2
+        rank[module] = min(rank.get(module, 2), mark)
+    items.sort(key=lambda item: rank[item.nodeid.split("::")[0]])
 
 
 @pytest.fixture(scope="session")
@@ -31,14 +62,85 @@ def tiny_overrides(corpus: Path) -> list[str]:
     ]
 
 
+# AUDIOCERT_TEST_FRESH_PROCESSES=1: run_cli starts a new interpreter for every command instead of forking one that
+# has imported audiocert already (tests/cli_server.py; the same command, without 2.5 s of CPU start-up each).
+FRESH_PROCESSES = os.environ.get("AUDIOCERT_TEST_FRESH_PROCESSES") == "1"
+
+
+class CliServer:
+    """A tests/cli_server.py process of this thread's: runs one command at a time, each in a fork of itself."""
+
+    def __init__(self) -> None:
+        import subprocess
+        import sys
+        import tempfile
+
+        self.log = tempfile.TemporaryFile()  # the server's own stderr (a child's goes to its request's file)
+        self.process = subprocess.Popen([sys.executable, str(Path(__file__).with_name("cli_server.py"))], cwd=REPO,
+                                        stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=self.log)
+        self.buffer = b""
+
+    def answer(self, timeout: float | None) -> dict | None:
+        """The server's next answer, or None if there is none within ``timeout`` seconds."""
+        import json
+        import select
+
+        while b"\n" not in self.buffer:
+            if not select.select([self.process.stdout], [], [], timeout)[0]:
+                return None
+            chunk = os.read(self.process.stdout.fileno(), 65536)
+            if not chunk:
+                self.log.seek(0)
+                raise RuntimeError(f"tests/cli_server.py ended: {self.log.read().decode(errors='replace')[-3000:]}")
+            self.buffer += chunk
+        line, self.buffer = self.buffer.split(b"\n", 1)
+        return json.loads(line)
+
+    def run(self, args: list[str], env: dict[str, str], timeout: float):
+        import json
+        import signal
+        import subprocess
+        import sys
+        import tempfile
+
+        command = [sys.executable, "-m", "audiocert.cli", *args]
+        with tempfile.TemporaryDirectory() as tmp:
+            out, err = Path(tmp) / "stdout", Path(tmp) / "stderr"
+            request = {"args": args, "cwd": str(REPO), "env": env, "stdout": str(out), "stderr": str(err)}
+            self.process.stdin.write((json.dumps(request) + "\n").encode())
+            self.process.stdin.flush()
+            pid = self.answer(None)["pid"]
+            ended = self.answer(timeout)
+            if ended is None:
+                os.kill(pid, signal.SIGKILL)
+                self.answer(None)
+                raise subprocess.TimeoutExpired(command, timeout, out.read_text(), err.read_text())
+            return subprocess.CompletedProcess(command, ended["status"], out.read_text(errors="replace"),
+                                               err.read_text(errors="replace"))
+
+
+def cli_server() -> CliServer:
+    """This thread's CliServer (started on first use; it ends when the test process closes its pipe)."""
+    import threading
+
+    servers = globals().setdefault("_CLI_SERVERS", threading.local())
+    if not hasattr(servers, "server") or servers.server.process.poll() is not None:
+        servers.server = CliServer()
+    return servers.server
+
+
 def run_cli(args: list[str], runs_dir: Path, check: bool = True, timeout: float = 600):
-    """Run the real `audiocert` CLI in a subprocess, with results under ``runs_dir``."""
+    """Run the real `audiocert` CLI (`python -m audiocert.cli ARGS`) in its own process, with results under
+    ``runs_dir``: its exit status and output as subprocess.run(capture_output=True, text=True) gives them."""
     import subprocess
     import sys
 
     env = {**os.environ, "AUDIOCERT_RUNS_DIR": str(runs_dir), "HYDRA_FULL_ERROR": "1"}
-    result = subprocess.run([sys.executable, "-m", "audiocert.cli", *args], cwd=REPO, env=env, capture_output=True,
-                            text=True, timeout=timeout)
+    if FRESH_PROCESSES:
+        result = subprocess.run([sys.executable, "-m", "audiocert.cli", *args], cwd=REPO, env=env,
+                                capture_output=True, text=True, timeout=timeout)
+    else:
+        result = cli_server().run(args, env, timeout)
     if check and result.returncode != 0:
         raise AssertionError(f"audiocert {' '.join(args)} failed ({result.returncode}):\n{result.stdout[-3000:]}\n"
                              f"{result.stderr[-6000:]}")
@@ -56,6 +158,24 @@ def trained(tiny_corpus, tmp_path_factory) -> dict:
              "train.validation_crops_per_speaker=6"], runs)
     out = runs / "train" / "tiny4-rescnn_small"
     return {"runs": runs, "overrides": overrides, "dir": out, "metrics": json.loads((out / "metrics.json").read_text())}
+
+
+@pytest.fixture
+def restore_trained_model(trained, tmp_path_factory):
+    """For a test that trains `trained`'s model further: its files are put back (bytes and times) afterwards, so
+    every later test, in whatever order a worker runs them, certifies the model the fixture trained."""
+    import shutil
+
+    saved = tmp_path_factory.mktemp("trained-model")
+    files = [p for p in trained["dir"].iterdir() if p.is_file()]
+    for path in files:
+        shutil.copy2(path, saved / path.name)
+    yield
+    for path in trained["dir"].iterdir():
+        if path.is_file() and not (saved / path.name).exists():
+            path.unlink()
+    for path in files:
+        shutil.copy2(saved / path.name, path)
 
 
 def local_workers(sweep_dir: Path) -> list[str]:

@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import signal
 import subprocess
 import sys
 import time
@@ -236,11 +237,11 @@ def test_damaged_files_get_one_line_errors_and_status_does_not_call_damaged_resu
         [line.split("\t")[:5] for line in certificates.splitlines()]  # counted at the planned sigma
 
 
-def test_a_second_command_on_the_same_config_says_who_holds_it_or_waits(trained):
+def test_a_second_command_on_the_same_config_says_who_holds_it_or_waits(trained, tmp_path):
     runs, sweep = trained["runs"], "locked"
-    args = ["certify", *certify_overrides(trained, sweep, "launcher=local", "launcher.workers=1", "certify.n=2000",
-                                           "certify.shard.samples=500")]
-    env = {**os.environ, "AUDIOCERT_RUNS_DIR": str(runs)}
+    args = ["certify", *certify_overrides(trained, sweep, "launcher=local", "launcher.workers=1", "certify.n=600",
+                                           "certify.shard.samples=150")]
+    env = {**os.environ, "AUDIOCERT_RUNS_DIR": str(runs), "HYDRA_FULL_ERROR": "1"}
     first = subprocess.Popen([sys.executable, "-m", "audiocert.cli", *args], cwd=REPO, env=env,
                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
     try:
@@ -248,11 +249,20 @@ def test_a_second_command_on_the_same_config_says_who_holds_it_or_waits(trained)
         while not list(runs.glob(f"sweeps/{sweep}/*/jobs.json")):
             assert first.poll() is None and time.time() < deadline, "the first command ended before it started work"
             time.sleep(0.2)
+        # The first command is paused, holding the config, until the third waits for it: the other commands meet it
+        # however long its work takes next to their start-up (on a loaded machine it could finish first).
+        os.kill(first.pid, signal.SIGSTOP)
         second = run_cli(args, runs, check=False)
         assert second.returncode != 0 and f"in use by pid {first.pid}" in second.stderr, second.stderr[-2000:]
         assert "lock_wait=true" in second.stderr
-        waited = run_cli([*args, "launcher.lock_wait=true"], runs)
-        assert "waiting for" in waited.stderr  # it went on only once the first released the config
+        with open(tmp_path / "waited.err", "w") as stderr:
+            waited = subprocess.Popen([sys.executable, "-m", "audiocert.cli", *args, "launcher.lock_wait=true"],
+                                      cwd=REPO, env=env, stdout=subprocess.DEVNULL, stderr=stderr)
+        while "waiting for" not in (tmp_path / "waited.err").read_text():  # it waits for the first to release it
+            assert waited.poll() is None and time.time() < deadline, (tmp_path / "waited.err").read_text()[-2000:]
+            time.sleep(0.2)
+        os.kill(first.pid, signal.SIGCONT)
+        assert waited.wait(timeout=300) == 0, (tmp_path / "waited.err").read_text()[-3000:]
         assert first.wait(timeout=60) == 0
     finally:
         if first.poll() is None:

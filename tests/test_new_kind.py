@@ -21,7 +21,7 @@ from conftest import REPO, certify_overrides
 
 from audiocert.kinds import KINDS, register_kind
 from audiocert.kinds.derived import DerivedKind, PointResults
-from audiocert.provenance import atomic_write_json
+from audiocert.provenance import SEAL_KEY, atomic_write_json, seal
 from audiocert.settings import check_number
 from audiocert.shards import Shard, cut_shards, finite_numbers, select_points
 
@@ -69,7 +69,7 @@ class ToyKind(DerivedKind):
         summary = {"kind": self.name, "label": plan["label"], "points": int(np.isfinite(values).sum()),
                    "mean": float(np.nanmean(values))}
         atomic_write_json(Path(config_dir) / "wandb.json", {"summary": {"toy/mean": summary["mean"]}})
-        atomic_write_json(Path(config_dir) / "summary.json", summary)
+        atomic_write_json(Path(config_dir) / "summary.json", seal(summary))  # sealed: what readers trust
         return summary
 
     def outcome(self, summary: Mapping[str, Any]) -> str:
@@ -128,7 +128,8 @@ def test_a_fourth_kind_goes_through_plan_shards_reduce_status_and_report(trained
     assert config_dir.name.startswith("toy-") and len(plan["shards"]) == math.ceil(len(plan["examples"]) / 3)
     # The numbers: the scaled norm of every point's clean stage input, as each shard recorded it.
     summary = result["summary"]
-    assert summary == json.loads((config_dir / "summary.json").read_text())
+    stored = toy.read_summary(config_dir)  # sealed as it was written: trusted
+    assert stored is not None and summary == {k: v for k, v in stored.items() if k != SEAL_KEY}
     assert summary["points"] == len(plan["examples"]) == len(read_certificates(Path(certify_entry["config_dir"])
                                                                                 / "certificates.tsv"))
     norms = [r["stage_norms"] for r in map(json.loads, (p.read_text() for p in

@@ -21,7 +21,7 @@ def config_dirs(sweep: Path) -> list[Path]:
     return sorted(p.parent for p in sweep.glob(f"*/{PLAN_FILE}"))
 
 
-def test_training_improves_resumes_and_checkpoint_loads_weights_only(trained):
+def test_training_improves_resumes_and_checkpoint_loads_weights_only(trained, restore_trained_model):
     history = trained["metrics"]
     assert history["epochs_run"] == 3
     # 4 speakers: chance is 0.25. Validation crops come from the training utterances; the 16 test crops of this

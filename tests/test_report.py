@@ -40,6 +40,17 @@ def tiny_checkpoint(path: Path, speakers: list[int]) -> Path:
                                   "metrics": {"clean_test_accuracy": 0.625}})
 
 
+def write_summary(directory: Path, summary: dict) -> None:
+    """summary.json as the certification reducer writes it: sealed, with the digest of the config's
+    certificates.tsv (what readers check the table against)."""
+    from audiocert.kinds.certify.certificates import certificates_digest
+    from audiocert.provenance import SEAL_KEY, atomic_write_json, seal
+
+    summary = {k: v for k, v in summary.items() if k != SEAL_KEY}
+    summary["certificates_sha256"] = certificates_digest((directory / "certificates.tsv").read_text())
+    atomic_write_json(directory / "summary.json", seal(summary))
+
+
 def compose(name: str, overrides: list[str]):
     from hydra import compose as hydra_compose
     from hydra import initialize_config_dir
@@ -200,7 +211,6 @@ def test_waveform_snr_of_magspec_is_the_reducer_median_plus_20_log10_L(sweep, tm
     import shutil
 
     from audiocert.lipschitz import waveform_lipschitz_bound
-    from audiocert.provenance import atomic_write_json
     from audiocert.report import write_report
 
     source = sweep["dirs"][("magspec", 0.25)]
@@ -214,7 +224,7 @@ def test_waveform_snr_of_magspec_is_the_reducer_median_plus_20_log10_L(sweep, tm
         if target == new:
             summary |= {"median_wave_to_radius_db": 3.25, "median_waveform_norm": 12.5}
         rewrite_plan(target, plan)
-        atomic_write_json(target / "summary.json", summary)
+        write_summary(target, summary)
     text = write_report([tmp_path / "sweep"], tmp_path / "out").read_text()
     L = waveform_lipschitz_bound(frontend_cfg(sweep), CROP).bound
     expected = f"{3.25 + 20 * math.log10(L):.1f} dB"
@@ -311,7 +321,7 @@ def test_report_never_writes_outside_its_directory(sweep, tmp_path):
             atomic_write_json(target / "plan.json", seal(plan))
         else:
             rewrite_plan(target, plan, rehash=True)
-        atomic_write_json(target / "summary.json", summary)
+        write_summary(target, summary)
     out = root / "sweep" / "deep" / "report"
     before = {p for p in tmp_path.rglob("*")}
     report = write_report([root / "sweep"], out)
@@ -471,11 +481,11 @@ def twin_sweeps(sweep, tmp_path_factory) -> dict:
         target = root / "sequential" / f"{plan['label']}-{plan['config_hash'][:8]}"
         shutil.copytree(source, target)
         atomic_write_json(target / "plan.json", plan)
-        atomic_write_json(target / "summary.json", summary)
         rows = read_certificates(source / "certificates.tsv")
         for row in rows:
             row["radius"] *= SEQUENTIAL_SHRINK
         atomic_write_text(target / "certificates.tsv", certificates_tsv(rows))
+        write_summary(target, summary)
         dirs[stage, sigma] = {"cohen": cohen, "sequential": target}
     figures = {}
     save = report_figures.save_figure

@@ -6,18 +6,20 @@ They need root, like the cluster script; they fail, not skip, without it.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import subprocess
 import threading
 import time
+from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
 from conftest import REPO, certify_overrides, read_certs, run_cli
 
 from audiocert.shards import PLAN_FILE
-from audiocert.status import wait_for_configs
+from audiocert.status import deferred_configs, wait_for_configs
 
 pytestmark = [pytest.mark.slow, pytest.mark.slurm]
 
@@ -35,10 +37,56 @@ def config_dirs(sweep: Path) -> list[Path]:
     return sorted(p.parent for p in sweep.glob(f"*/{PLAN_FILE}"))
 
 
-def reference(trained: dict, name: str, *extra: str) -> dict[str, list]:
+def reference(trained: dict, *extra: str) -> dict[str, list]:
     """Single-process (debug executor) certificates for the same configs."""
+    name = f"slurm-ref-{hashlib.sha256(' '.join(extra).encode()).hexdigest()[:8]}"
     run_cli(["certify", "-m", *certify_overrides(trained, name, "launcher=debug", *extra)], trained["runs"])
     return {d.name: read_certs(d) for d in config_dirs(trained["runs"] / "sweeps" / name)}
+
+
+def attack_reference(trained: dict) -> str:
+    """attack.tsv of a single-process attack (after its certification) of certify_overrides' config."""
+    runs = trained["runs"]
+    run_cli(["certify", *certify_overrides(trained, "slurm-atk-ref", "launcher=debug")], runs)
+    run_cli(["attack", *certify_overrides(trained, "slurm-atk-ref", "launcher=debug", *ATTACK)], runs)
+    [reference_dir] = (runs / "sweeps" / "slurm-atk-ref").glob("*/attack-*")
+    return (reference_dir / "attack.tsv").read_text()
+
+
+class References:
+    """The single-process results the tests compare with, each computed once, one after another in a background
+    thread: started before a test asks (see the `references` fixture), they are computed while earlier tests wait
+    on the scheduler."""
+
+    def __init__(self, trained: dict) -> None:
+        self.trained = trained
+        self.pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="slurm-references")
+        self.futures: dict[tuple, Future] = {}
+
+    def start(self, work, *extra: str) -> Future:
+        key = (work.__name__, *extra)
+        if key not in self.futures:
+            self.futures[key] = self.pool.submit(work, self.trained, *extra)
+        return self.futures[key]
+
+    def certificates(self, *extra: str) -> dict[str, list]:
+        return self.start(reference, *extra).result()
+
+    def attack_table(self) -> str:
+        return self.start(attack_reference).result()
+
+
+@pytest.fixture(scope="module")
+def references(request, trained):
+    """`References`, with what the selected tests of this module compare with (COMPARED_WITH) started in their
+    order."""
+    found = References(trained)
+    for item in request.session.items:
+        if getattr(item, "module", None) is request.module:
+            for work, *extra in COMPARED_WITH.get(item.originalname, ()):
+                found.start(work, *extra)
+    yield found
+    found.pool.shutdown(wait=True, cancel_futures=True)
 
 
 SWEEP = ("representation=mfbe,magspec", "certify.points_per_speaker=1", "certify.shard.examples=2",
@@ -46,12 +94,12 @@ SWEEP = ("representation=mfbe,magspec", "certify.points_per_speaker=1", "certify
 ONE = "launcher.shards_per_task=1"  # one shard per array task (tasks are otherwise packed by duration)
 
 
-def test_sweep_on_slurm_matches_single_process_then_resumes(cluster, trained):
+def test_sweep_on_slurm_matches_single_process_then_resumes(cluster, trained, references):
     runs = trained["runs"]
-    expected = reference(trained, "slurm-ref", *SWEEP)
     args = ["certify", "-m", *certify_overrides(trained, "slurm-e2e", "launcher=slurm", "launcher.wait=true",
                                                 "launcher.max_array_size=3", ONE, *SWEEP)]
     result = run_cli(args, runs)
+    expected = references.certificates(*SWEEP)
     dirs = config_dirs(runs / "sweeps" / "slurm-e2e")
     assert len(dirs) == 2
     for d in dirs:
@@ -81,13 +129,14 @@ def running_tasks(prefix: str) -> list[str]:
     return [line.split()[0] for line in out.splitlines() if line.split()[1].startswith(prefix)]
 
 
-def test_requeued_and_preempted_shards_finish_without_double_counting(cluster, trained):
+SLOW = ("certify.points_per_speaker=2", "certify.n=3000", "certify.shard.samples=1500",
+        "certify.shard.examples=8")  # 2 shards of 8 examples x 1500 noisy samples (about a second each)
+
+
+def test_requeued_and_preempted_shards_finish_without_double_counting(cluster, trained, references):
     runs = trained["runs"]
-    slow = ("certify.points_per_speaker=2", "certify.n=3000", "certify.shard.samples=1500",
-            "certify.shard.examples=8")  # 2 shards of 8 examples x 1500 noisy samples (about a second each)
-    expected = reference(trained, "slurm-requeue-ref", *slow)
     run_cli(["certify", *certify_overrides(trained, "slurm-requeue", "launcher=slurm", ONE,
-                                           "launcher.array_parallelism=2", "launcher.time_min=60", *slow)], runs)
+                                           "launcher.array_parallelism=2", "launcher.time_min=60", *SLOW)], runs)
     [config] = config_dirs(runs / "sweeps" / "slurm-requeue")
     prefix = f"ac-{json.loads((config / PLAN_FILE).read_text())['config_hash'][:8]}"
     jobs = json.loads((config / "jobs.json").read_text())
@@ -104,15 +153,14 @@ def test_requeued_and_preempted_shards_finish_without_double_counting(cluster, t
     subprocess.run(["scontrol", "requeue", tasks[0]], check=True)
     subprocess.run(["scancel", "--signal=USR2", tasks[1]], check=True)
     assert wait_for_configs([config], timeout_s=600)
-    assert read_certs(config) == expected[config.name]
+    assert read_certs(config) == references.certificates(*SLOW)[config.name]
     restarts = sorted(json.loads(p.read_text())["restart_count"] or "0" for p in (config / "shards").glob("*.json"))
     assert restarts == ["1", "1"]  # both shards were interrupted mid-way and still counted exactly once
 
 
-def test_rerun_while_queued_submits_only_what_is_missing(cluster, trained):
+def test_rerun_while_queued_submits_only_what_is_missing(cluster, trained, references):
     runs = trained["runs"]
     one = ("representation=mfbe", *SWEEP[1:])  # 4 shards
-    expected = reference(trained, "slurm-held-ref", *one)
     # Held jobs stay queued however slow the CLI is, so the reruns below meet them in the queue.
     args = ["certify", *certify_overrides(trained, "slurm-held", "launcher=slurm", "+launcher.additional.hold=true",
                                           ONE, *one)]
@@ -145,7 +193,7 @@ def test_rerun_while_queued_submits_only_what_is_missing(cluster, trained):
         last = json.loads((config / "jobs.json").read_text())
         subprocess.run(["scontrol", "release", *last["arrays"], last["reducer"]], capture_output=True)
     assert wait_for_configs([config], timeout_s=300)
-    assert read_certs(config) == expected[config.name]
+    assert read_certs(config) == references.certificates(*SWEEP)[config.name]  # SWEEP's mfbe config is this one
     ran_in = {json.loads(p.read_text())["index"]: json.loads(p.read_text())["slurm_task"]
               for p in (config / "shards").glob("*.json")}
     assert {str(i): j for i, j in ran_in.items()} == second["shards"]  # each shard ran once, in its recorded task
@@ -161,16 +209,17 @@ def test_a_bad_config_in_a_sweep_submits_nothing(cluster, trained):
     assert not list(sweep.glob("*/jobs.json")) and not (sweep / "logs" / "slurm").exists()
 
 
-def test_sequential_rounds_chain_through_dependent_jobs(cluster, trained):
+ROUNDS = ("representation=mfbe", "certify.algorithm=sequential", "certify.n0=100", "certify.n=400",
+          "certify.sequential.first=50", "certify.shard.samples=100")
+
+
+def test_sequential_rounds_chain_through_dependent_jobs(cluster, trained, references):
     """Each round's dependent job plans the next round and submits it; the last one reduces the config."""
     runs = trained["runs"]
-    seq = ("representation=mfbe", "certify.algorithm=sequential", "certify.n0=100", "certify.n=400",
-           "certify.sequential.first=50", "certify.shard.samples=100")
-    expected = reference(trained, "slurm-seq-ref", *seq)
-    run_cli(["certify", *certify_overrides(trained, "slurm-seq", "launcher=slurm", "launcher.wait=true", ONE, *seq)],
-            runs)
+    run_cli(["certify", *certify_overrides(trained, "slurm-seq", "launcher=slurm", "launcher.wait=true", ONE,
+                                           *ROUNDS)], runs)
     [config] = config_dirs(runs / "sweeps" / "slurm-seq")
-    assert read_certs(config) == expected[config.name]
+    assert read_certs(config) == references.certificates(*ROUNDS)[config.name]
     summary = json.loads((config / "summary.json").read_text())
     assert summary["rounds"] > 1 and summary["algorithm"] == "sequential"
     # slurm_task is ARRAYID_TASKID (slurm_job_id is each task's own job id): one array per round.
@@ -236,10 +285,9 @@ LIMITED = ("representation=mfbe,magspec", "certify.points_per_speaker=2", "certi
            "certify.shard.samples=30")  # 2 configs x (4 blocks x 2 chunks) = 8 shards each
 
 
-def test_a_sweep_larger_than_the_site_limits_completes_within_them(small_limits, trained):
+def test_a_sweep_larger_than_the_site_limits_completes_within_them(small_limits, trained, references):
     max_array, max_jobs = small_limits
     runs = trained["runs"]
-    expected = reference(trained, "slurm-limits-ref", *LIMITED)
     watcher = QueueWatcher()
     try:
         result = run_cli(["certify", "-m", *certify_overrides(trained, "slurm-limits", "launcher=slurm", ONE,
@@ -251,6 +299,7 @@ def test_a_sweep_larger_than_the_site_limits_completes_within_them(small_limits,
     assert "waits for submission" in output or "fit under the site limits now" in output, output[-3000:]
     dirs = config_dirs(runs / "sweeps" / "slurm-limits")
     assert len(dirs) == 2
+    expected = references.certificates(*LIMITED)
     for d in dirs:
         assert read_certs(d) == expected[d.name]
         tasks = {json.loads(p.read_text())["slurm_task"] for p in (d / "shards").glob("*.json")}
@@ -294,7 +343,16 @@ def test_configs_without_room_and_nobody_to_submit_them_fail_and_status_shows_th
     # An attack (its config lies inside its certification's) that waits for room under launcher.wait=true keeps
     # waiting, and is submitted and completed once the user's own job leaves the queue.
     blocker = held_job_of_the_user()
-    release = threading.Timer(8.0, subprocess.run, (["scancel", blocker],))
+    stop = threading.Event()
+
+    def release_once_the_attack_waits() -> None:
+        """Cancel the user's job once the attack's config waits for room (not after a fixed time: a slow start-up
+        on a loaded machine would find the room already made)."""
+        while not stop.is_set() and not any("/attack-" in d for d in deferred_configs(runs / "sweeps" / sweep)):
+            stop.wait(0.2)
+        subprocess.run(["scancel", blocker])
+
+    release = threading.Thread(target=release_once_the_attack_waits, daemon=True)
     release.start()
     try:
         attacked = run_cli(["attack", *certify_overrides(
@@ -302,7 +360,8 @@ def test_configs_without_room_and_nobody_to_submit_them_fail_and_status_shows_th
             "attack.steps=2", "attack.samples=4", "attack.n=30", "attack.eps=[0.5]", "attack.shard.examples=2",
             "attack.batch_size=8")], runs)
     finally:
-        release.cancel()
+        stop.set()
+        release.join(10)
         subprocess.run(["scancel", blocker])
     assert "waits for submission" in attacked.stdout + attacked.stderr
     [attack_dir] = (runs / "sweeps" / sweep).glob("*/attack-*")
@@ -341,15 +400,16 @@ def run_with(env: dict[str, str], args: list[str], runs: Path, check: bool = Tru
                 os.environ[k] = v
 
 
-def test_transient_refusals_are_retried_and_a_permanent_one_fails_only_its_config(cluster, trained, tmp_path):
+def test_transient_refusals_are_retried_and_a_permanent_one_fails_only_its_config(cluster, trained, tmp_path,
+                                                                                   references):
     runs = trained["runs"]
-    expected = reference(trained, "slurm-refused-ref", *SWEEP)
     # The first two sbatch calls are refused as a busy controller refuses them: retried after a back-off.
     busy = sbatch_wrapper(tmp_path / "busy", 'if [ $n -le 2 ]; then echo "sbatch: error: Slurm temporarily unable '
                                               'to accept job, sleeping and retrying" >&2; exit 1; fi')
     result = run_with(busy, ["certify", "-m", *certify_overrides(
         trained, "slurm-busy", "launcher=slurm", "launcher.wait=true", "launcher.submit_backoff_s=0.2", *SWEEP)], runs)
     assert "retrying in" in result.stderr + result.stdout
+    expected = references.certificates(*SWEEP)
     for d in config_dirs(runs / "sweeps" / "slurm-busy"):
         assert read_certs(d) == expected[d.name]
     # An account the cluster does not know, for the second config's shards only: that config fails, named with
@@ -369,13 +429,15 @@ def test_transient_refusals_are_retried_and_a_permanent_one_fails_only_its_confi
     assert len(certified) == 1 and read_certs(certified[0]) == expected[certified[0].name]
 
 
-def test_a_submission_cut_off_midway_is_visible_and_a_rerun_submits_nothing_twice(cluster, trained, tmp_path):
+CUT = ("representation=mfbe", "certify.points_per_speaker=2", "certify.shard.examples=4",
+       "certify.shard.samples=20")  # 2 blocks x 3 chunks = 6 shards, in arrays of 2
+
+
+def test_a_submission_cut_off_midway_is_visible_and_a_rerun_submits_nothing_twice(cluster, trained, tmp_path,
+                                                                                    references):
     runs = trained["runs"]
-    one = ("representation=mfbe", "certify.points_per_speaker=2", "certify.shard.examples=4",
-           "certify.shard.samples=20")  # 2 blocks x 3 chunks = 6 shards, in arrays of 2
-    expected = reference(trained, "slurm-cut-ref", *one)
     args = ["certify", *certify_overrides(trained, "slurm-cut", "launcher=slurm", ONE, "launcher.max_array_size=2",
-                                          "+launcher.additional.hold=true", *one)]
+                                          "+launcher.additional.hold=true", *CUT)]
     cut = sbatch_wrapper(tmp_path / "cut", 'if [ $n -eq 3 ]; then echo "sbatch: error: Batch job submission failed: '
                                             'Invalid partition name specified" >&2; exit 1; fi')
     failed = run_with(cut, args, runs, check=False)
@@ -394,23 +456,36 @@ def test_a_submission_cut_off_midway_is_visible_and_a_rerun_submits_nothing_twic
     finally:
         subprocess.run(["scontrol", "release", *first["arrays"]], capture_output=True)
     assert wait_for_configs([config], timeout_s=300)
-    assert read_certs(config) == expected[config.name]
+    assert read_certs(config) == references.certificates(*CUT)[config.name]
     ran_in = {json.loads(p.read_text())["index"]: json.loads(p.read_text())["slurm_task"]
               for p in (config / "shards").glob("*.json")}
     assert {str(i): t for i, t in ran_in.items()} == second["shards"]  # each shard ran once, where it was recorded
 
 
-def test_an_attack_on_slurm_gives_the_results_of_one_process(cluster, trained):
+ATTACK = ("attack.steps=2", "attack.samples=4", "attack.n=30", "attack.eps=[0.5,4.0]", "attack.shard.examples=2",
+          "attack.batch_size=8")
+
+
+def test_an_attack_on_slurm_gives_the_results_of_one_process(cluster, trained, references):
     runs = trained["runs"]
-    attack = ("attack.steps=2", "attack.samples=4", "attack.n=30", "attack.eps=[0.5,4.0]", "attack.shard.examples=2",
-              "attack.batch_size=8")
-    for sweep in ("slurm-atk-ref", "slurm-atk"):  # an attack needs its certification (the same points, reduced)
-        run_cli(["certify", *certify_overrides(trained, sweep, "launcher=debug")], runs)
-    run_cli(["attack", *certify_overrides(trained, "slurm-atk-ref", "launcher=debug", *attack)], runs)
+    # An attack needs its certification (the same points, reduced); attack_reference certifies its own sweep.
+    run_cli(["certify", *certify_overrides(trained, "slurm-atk", "launcher=debug")], runs)
     run_cli(["attack", *certify_overrides(trained, "slurm-atk", "launcher=slurm", "launcher.wait=true", ONE,
-                                          *attack)], runs)
-    [reference_dir] = (runs / "sweeps" / "slurm-atk-ref").glob("*/attack-*")
+                                          *ATTACK)], runs)
     [slurm_dir] = (runs / "sweeps" / "slurm-atk").glob("*/attack-*")
-    assert (slurm_dir / "attack.tsv").read_text() == (reference_dir / "attack.tsv").read_text()
+    assert (slurm_dir / "attack.tsv").read_text() == references.attack_table()
     tasks = {json.loads(p.read_text())["slurm_task"] for p in (slurm_dir / "shards").glob("*.json")}
     assert None not in tasks and len(tasks) == 4
+
+
+# What each test compares with (the work and its overrides), for the `references` fixture to start in test order.
+COMPARED_WITH = {
+    "test_sweep_on_slurm_matches_single_process_then_resumes": [(reference, *SWEEP)],
+    "test_requeued_and_preempted_shards_finish_without_double_counting": [(reference, *SLOW)],
+    "test_rerun_while_queued_submits_only_what_is_missing": [(reference, *SWEEP)],
+    "test_sequential_rounds_chain_through_dependent_jobs": [(reference, *ROUNDS)],
+    "test_a_sweep_larger_than_the_site_limits_completes_within_them": [(reference, *LIMITED)],
+    "test_transient_refusals_are_retried_and_a_permanent_one_fails_only_its_config": [(reference, *SWEEP)],
+    "test_a_submission_cut_off_midway_is_visible_and_a_rerun_submits_nothing_twice": [(reference, *CUT)],
+    "test_an_attack_on_slurm_gives_the_results_of_one_process": [(attack_reference,)],
+}

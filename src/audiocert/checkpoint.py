@@ -2,7 +2,7 @@
 
 A trained model's ``best.pt`` holds its weights and what certification reads (architecture, config, metrics,
 num_classes, speakers, epoch, code_version); ``last.pt`` adds the optimizer, LR scheduler and RNG states that
-resuming training needs (audiocert.train). :func:`load_checkpoint` reads either.
+resuming training needs (audiocert.training). :func:`load_checkpoint` reads either.
 """
 
 from __future__ import annotations

@@ -52,7 +52,7 @@ def hydra_app(config_name: str, task: Callable, after: Callable[[Path], None] | 
     Every config the command will run is composed and checked against its schema first (audiocert.schemas),
     before Hydra writes anything. A refusal, and any failure of a damaged or missing file or a bad value later on
     (in a job, in Hydra's own writes, in ``after``), ends the command in one line: ``audiocert <command>: ...``.
-    ``record``: the file where the app's ``finalize`` callback (launch.FinalizeSweep) wrote the jobs' results.
+    ``record``: the file where the app's ``finalize`` callback (launching.sweep.FinalizeSweep) wrote the jobs' results.
     """
 
     def run(argv: list[str]) -> None:
@@ -305,7 +305,7 @@ KIND_COMMANDS = ("certify", "attack", "perceptibility")
 
 def finisher(command: str) -> Callable[[Path], None]:
     """Run, submit or reduce what the Hydra jobs of ``command`` planned (``record``, written by
-    launch.FinalizeSweep); exit 1 naming every config that was not completed."""
+    launching.sweep.FinalizeSweep); exit 1 naming every config that was not completed."""
 
     def finish(record: Path) -> None:
         from audiocert.kinds import kind_named
