@@ -10,7 +10,7 @@ AUDIOCERT := $(VENV)/bin/audiocert
 LAUNCHER ?= local
 RUNS := $(or $(AUDIOCERT_RUNS_DIR),runs)
 WAIT := $(if $(filter slurm,$(LAUNCHER)),launcher.wait=true)
-TEST_WORKERS ?= 0
+TEST_WORKERS ?= 2
 
 .PHONY: demo test test-fast venv clean
 

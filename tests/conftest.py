@@ -79,6 +79,18 @@ class CliServer:
         self.process = subprocess.Popen([sys.executable, str(Path(__file__).with_name("cli_server.py"))], cwd=REPO,
                                         stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=self.log)
         self.buffer = b""
+        STARTED_SERVERS.append(self)
+
+    def close(self) -> None:
+        """End the server (it ends at the end of its input) and close its pipes."""
+        self.process.stdin.close()
+        try:
+            self.process.wait(timeout=30)
+        except Exception:  # noqa: BLE001 - a server that does not end is killed
+            self.process.kill()
+            self.process.wait()
+        self.process.stdout.close()
+        self.log.close()
 
     def answer(self, timeout: float | None) -> dict | None:
         """The server's next answer, or None if there is none within ``timeout`` seconds."""
@@ -119,8 +131,16 @@ class CliServer:
                                                err.read_text(errors="replace"))
 
 
+STARTED_SERVERS: list[CliServer] = []
+
+
+def pytest_unconfigure(config: pytest.Config) -> None:
+    for server in STARTED_SERVERS:
+        server.close()
+
+
 def cli_server() -> CliServer:
-    """This thread's CliServer (started on first use; it ends when the test process closes its pipe)."""
+    """This thread's CliServer (started on first use, ended by pytest_unconfigure)."""
     import threading
 
     servers = globals().setdefault("_CLI_SERVERS", threading.local())
