@@ -173,3 +173,48 @@ def test_bad_attack_settings_are_named_before_any_work(trained, override, needle
                      check=False)
     assert result.returncode != 0 and needle in result.stderr, (override, result.stderr[-2000:])
     assert not list(runs.glob("sweeps/atk-bad/*/attack-*/shards/*.json"))
+
+
+def test_an_unjudged_budget_is_counted_and_reported_and_a_bare_none_is_damage(trained):
+    """A shard that found an attacked input not finite (class -2, its norms None: test_attacks shows a worker
+    writing one) reduces to the outcome 'unjudged': counted in summary.json, inside the upper bound, marked in
+    attack.tsv and robust.csv, named in the CLI line and the report. A None norm where the judge did judge is
+    damage, and the shard is refused."""
+    from audiocert.kinds import kind_of
+    from audiocert.provenance import SEAL_KEY, atomic_write_sealed, seal
+    from audiocert.shards import inventory, read_plan
+
+    runs = trained["runs"]
+    run_cli(["certify", *certify_overrides(trained, "atk-unjudged", "launcher=debug")], runs)
+    run_cli(["attack", *certify_overrides(trained, "atk-unjudged", "launcher=debug", *ATTACK)], runs)
+    directory = attack_dir(runs, "atk-unjudged")
+    honest = json.loads((directory / "summary.json").read_text())
+    [shard, *_] = sorted((directory / "shards").glob("*.json"))
+    record = json.loads(shard.read_text())
+    record.pop(SEAL_KEY)
+    point = record["results"][0]
+    point["predict"][1], point["base_class"][1] = -2, -2
+    for result in (point["smoothed"], point["base"]):
+        result["l2"][1] = result["linf"][1] = None
+    atomic_write_sealed(shard, seal(record))
+    kind = kind_of(read_plan(directory))
+    summary = kind.reduce(directory, inventory(directory, merge=True))
+    assert summary["unjudged"] == 1 and honest["unjudged"] == 0
+    assert summary["g_unjudged"][1] == pytest.approx(1 / summary["points"]) and summary["g_unjudged"][0] == 0
+    for e in range(2):  # every (point, budget) has exactly one outcome, and unjudged is not broken
+        assert sum(summary[f"g_{k}"][e] for k in ("held", "flipped", "undecided", "unjudged")) == pytest.approx(1)
+        assert summary["g_robust_upper"][e] == pytest.approx(1 - summary["g_flipped"][e])
+    [row] = [r for r in table(directory) if r["idx"] == str(point["example"]) and float(r["eps"]) == 4.0]
+    assert row["g_outcome"] == "unjudged" and row["g_l2"] == "" and row["g_predict"] == "-2"
+    with open(directory / "robust.csv") as handle:
+        curve = list(csv.DictReader(handle))
+    assert float(curve[1]["g_unjudged"]) == pytest.approx(1 / summary["points"])
+    assert "unjudged" in kind.outcome(summary)
+    run_cli(["report", str(runs / "sweeps" / "atk-unjudged")], runs)
+    report = (runs / "sweeps" / "atk-unjudged" / "report" / "report.md").read_text()
+    assert "1 (point, budget) pair(s) were not judged: the attacked input was not finite" in report
+    # A None norm on a budget the judge decided is not an unjudged input but a damaged record.
+    point["predict"][1] = point["label"]
+    atomic_write_sealed(shard, seal(record))
+    damaged = inventory(directory, merge=True)
+    assert list(damaged.invalid) == [shard] and "norms" in damaged.invalid[shard], damaged.invalid

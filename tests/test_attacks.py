@@ -370,3 +370,57 @@ def test_a_saturated_model_is_attacked_with_finite_perturbations():
                           samples=4, restarts=1, seed=5, example=k)
     assert torch.isfinite(result.delta).all(), result.delta
     assert np.all(result.l2 <= np.array([0.25, 4.0]) * target * (1 + 1e-12)) and result.l2[1] > target
+
+
+# ---------------------------------------------------------------------------------------------------------
+# (g) an attacked input that is not finite is never judged (issue 21, item 4)
+# ---------------------------------------------------------------------------------------------------------
+def test_judges_never_judge_a_row_that_is_not_finite():
+    """PREDICT of g and f's argmax skip a row holding inf or NaN: class UNJUDGED (-2), no sample drawn for it."""
+    from audiocert.attacks import UNJUDGED, judge_attacked
+
+    classifier, points, margins, labels = linear_points()
+    smooth = Smooth(classifier, 2, SIGMA, seed=5)
+    k = int(np.argmax(margins))  # 1.5 = 15 sigma from the boundary: PREDICT names its label
+    z = torch.stack([points[k], points[k], points[k]]).clone()
+    z[1, 3], z[2, 0] = math.inf, math.nan
+    classes, drawn = judge_attacked(smooth, z, N_PREDICT, ALPHA, 256, k)
+    assert classes.tolist() == [int(labels[k]), UNJUDGED, UNJUDGED] and drawn.tolist() == [N_PREDICT, 0, 0]
+    assert base_predict(classifier, z).tolist() == [int(labels[k]), UNJUDGED, UNJUDGED]
+
+
+def test_an_attacked_input_that_overflows_is_counted_not_judged():
+    """A stage map that overflows beyond distance 0.5 from x (as a frontend could), before a classifier that clamps
+    its input (so its loss stays finite and the attack keeps that delta): the budget 0.9 attack leaves the region
+    at its second step, so its attacked input is inf. That budget is UNJUDGED for g and f, its perturbation stays
+    finite, the record is one a shard can write (strict JSON), and the reducer's outcomes call it unjudged: not
+    flipped, inside the upper bound."""
+    from audiocert.attacks import UNJUDGED
+    from audiocert.kinds.attack.reduce import not_broken, outcomes
+
+    linear, points, margins, labels = linear_points()
+
+    class Clamped(nn.Module):
+        def forward(self, z: torch.Tensor) -> torch.Tensor:
+            return linear(z.clamp(-10.0, 10.0))
+
+    classifier = Clamped().eval()
+    smooth = Smooth(classifier, 2, SIGMA, seed=5)
+    k = int(np.argmax(margins))  # margin 1.5: still 1.4 = 14 sigma after the budget 0.1
+    x, y = points[k], int(labels[k])
+
+    def overflowing(w: torch.Tensor) -> torch.Tensor:
+        far = (w - x).norm(dim=1, keepdim=True) > 0.5
+        return torch.where(far, torch.full_like(w, math.inf), w)
+
+    settings = check_attack_settings({**GOOD, "eps": [0.1, 0.9], "space": "waveform", "steps": 4, "samples": 4,
+                                      "restarts": 1, "n": N_PREDICT})
+    point = attack_point(smooth, x, y, settings, example=k, to_stage=overflowing)
+    assert point.predict[0] == y and point.predict[1] == UNJUDGED
+    assert point.base_class[1] == UNJUDGED and point.smoothed.zero_steps[1] > 0  # no gradient out there
+    assert torch.isfinite(point.smoothed.delta).all() and point.smoothed.l2[1] <= 0.9 * (1 + 1e-12)
+    record = point.to_record()
+    assert json.loads(json.dumps(record, allow_nan=False)) == record
+    g = outcomes(point.predict[None], np.array([y]))
+    assert g["unjudged"].tolist() == [[False, True]] and not g["flipped"].any()
+    assert not_broken(g).tolist() == [[True, True]]

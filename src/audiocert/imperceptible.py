@@ -59,7 +59,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from audiocert.attacks import attacked_stage_inputs, check_stream, judge_attacked
+from audiocert.attacks import UNJUDGED, attacked_stage_inputs, check_stream, judge_attacked
 from audiocert.psychoacoustics import HOP, N_FFT, REFERENCE_DB, WINDOW_GAIN, MaskingThreshold, audibility
 from audiocert.sampler import Smooth, fill_noise
 from audiocert.settings import check_number, require
@@ -375,7 +375,8 @@ class ImperceptibleResult:
     found: a candidate was PREDICTed as a class other than the label; then delta (n,) is it (the quietest successful
     one judged), with l2, linf, its max excess over theta (dB; <= 0: inaudible under the model), the fraction of
     time-frequency bins above theta, and predict, the class PREDICT gave. judged: the classes PREDICT gave the
-    candidates it judged, in order (-1 abstain). eps0: the first ball's radius; search: the search's course.
+    candidates it judged, in order (-1 abstain, -2 not finite: never judged). eps0: the first ball's radius;
+    search: the search's course.
     """
 
     example: int
@@ -439,7 +440,7 @@ def imperceptible_attack(smooth: Smooth, x: torch.Tensor, y: int, threshold: Mas
         predicted = int(classes[0])
         result.judged.append(predicted)
         result.predict_passes += int(drawn[0])
-        if predicted not in (int(y), ABSTAIN):
+        if predicted not in (int(y), ABSTAIN, UNJUDGED):  # only a judged other class is a success
             delta = search.candidates[k]
             result.found, result.delta, result.predict = True, delta, predicted
             result.l2, result.linf = float(l2[k]), float(delta.double().abs().max())

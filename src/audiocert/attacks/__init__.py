@@ -62,7 +62,9 @@ per-frame normalisation of mfbe divides by a tiny std, so the gradient there is 
 speech (bounded by the std floor 1e-12): the normalised step then goes almost wholly into near-silent frames.
 That is the real sensitivity of mfbe (tiny waveform edits in silence become full-scale features), not a
 numerical failure; no NaN/inf was seen in float32. Non-finite gradient entries, should any model or frontend
-produce them, are counted, replaced by 0 so the step stays defined, and reported (``PGDResult.nonfinite``).
+produce them, are counted, replaced by 0 so the step stays defined, and reported (``PGDResult.nonfinite``); a
+finite gradient gives a finite step (the step is formed in float64 where float32 would overflow). An attacked input
+that is not finite anyway is never judged: its class is ``UNJUDGED`` (-2) and the reducer reports it.
 
 x + delta is not clipped to [-1, 1] in the waveform space (the smoothing noise is not either); ||delta||_inf <=
 ||delta||_2 <= eps, so at the waveform budgets of the report's grid (r / L <= 0.022) only samples above 0.978 in
@@ -84,6 +86,7 @@ Modules, each one job (a module imports only those above it; none imports this p
 
 from audiocert.attacks.ball import _project as _project  # tested directly
 from audiocert.attacks.judge import (
+    UNJUDGED,
     base_predict,
     judge_attacked,
     judge_looks,
@@ -106,7 +109,7 @@ from audiocert.attacks.space import SPACES, attack_inputs, attacked_stage_inputs
 from audiocert.statistics import ABSTAIN
 
 __all__ = [
-    "ABSTAIN", "AttackSettings", "PGDResult", "PointAttack", "SPACES", "attack_inputs", "attack_point",
+    "ABSTAIN", "AttackSettings", "PGDResult", "PointAttack", "SPACES", "UNJUDGED", "attack_inputs", "attack_point",
     "attack_stream_blocks", "attack_stream_samples", "attacked_stage_inputs", "base_pgd", "base_predict",
     "check_attack_settings", "check_eps", "check_space", "check_stream", "judge_attacked", "judge_looks",
     "predict_attacked", "robust_accuracy", "sequential_predict", "smoothed_pgd", "waveform_eps_grid",

@@ -6,6 +6,10 @@ for K looks. Whatever the true class probabilities, the chance that any look nam
 most the sum of the looks' levels, alpha (a union bound over the fixed schedule; Cohen's PREDICT bound at each
 look). So a *flipped* answer (another class) is wrong about g with probability <= alpha, and an abstention after
 the last look is *undecided*: the attacked point is not shown broken.
+
+An attacked input that is not finite (a perturbation or a stage value that overflowed) is never judged: its class
+is ``UNJUDGED`` (-2) and no sample is drawn for it. It shows nothing about g, so, like an undecided one, it does not
+show the point broken; the reducer counts and reports it.
 """
 
 from __future__ import annotations
@@ -19,6 +23,13 @@ from audiocert.attacks.settings import _count
 from audiocert.attacks.space import Classifier
 from audiocert.sampler import Smooth
 from audiocert.statistics import ABSTAIN, check_alpha, predict_from_counts
+
+UNJUDGED = -2  # the class of an attacked input that is not finite: never judged
+
+
+def finite_rows(z: torch.Tensor) -> np.ndarray:
+    """(E,) booleans: row e of z (E, ...) holds only finite values."""
+    return torch.isfinite(z.reshape(z.shape[0], -1)).all(dim=1).cpu().numpy()
 
 
 def judge_looks(n: int, max_n: int | None = None) -> list[int]:
@@ -54,13 +65,15 @@ def judge_attacked(smooth: Smooth, z: torch.Tensor, n: int, alpha: float, batch_
                    max_n: int | None = None) -> tuple[np.ndarray, np.ndarray]:
     """The judge of g (:func:`sequential_predict`) on each attacked stage input z[e], with the "prediction" stream
     of ``example`` (the noise of certification's clean PREDICT; the attack never draws from it): (classes (E,),
-    -1 = undecided; samples drawn (E,))."""
+    -1 = undecided, -2 = not finite, never judged; samples drawn (E,))."""
     check_alpha(alpha)
     n = _count(n, "attack.n")
     if max_n is not None:
         _count(max_n, "attack.judge.max_n")
+    finite = finite_rows(z)
     judged = [sequential_predict(lambda lo, hi, row=row: smooth.counts(row, "prediction", lo, hi, batch_size,
-                                                                          example), n, max_n, alpha) for row in z]
+                                                                          example), n, max_n, alpha)
+              if ok else (UNJUDGED, 0) for row, ok in zip(z, finite, strict=True)]
     return (np.array([c for c, _ in judged], dtype=np.int64).reshape(-1),
             np.array([s for _, s in judged], dtype=np.int64).reshape(-1))
 
@@ -73,13 +86,13 @@ def predict_attacked(smooth: Smooth, z: torch.Tensor, n: int, alpha: float, batc
 
 def base_predict(classifier: Classifier, z: torch.Tensor, batch_size: int = 256, autocast_bf16: bool = False
                  ) -> np.ndarray:
-    """f's argmax class on each row of z (E, *stage shape)."""
+    """f's argmax class on each row of z (E, *stage shape); ``UNJUDGED`` (-2) for a row that is not finite."""
     out = []
     with torch.no_grad():
         for lo in range(0, z.shape[0], batch_size):
             with torch.autocast(z.device.type, dtype=torch.bfloat16, enabled=autocast_bf16):
                 out.append(classifier(z[lo:lo + batch_size]).float().argmax(dim=-1))
-    return torch.cat(out).cpu().numpy().astype(np.int64)
+    return np.where(finite_rows(z), torch.cat(out).cpu().numpy().astype(np.int64), UNJUDGED)
 
 
 def robust_accuracy(predictions: np.ndarray | Sequence[Sequence[int]], labels: np.ndarray | Sequence[int]

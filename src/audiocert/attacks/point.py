@@ -19,8 +19,9 @@ from audiocert.sampler import Smooth
 class PointAttack:
     """Everything the attacks found for one test point, per eps (arrays of length E in the order of ``eps``).
 
-    smoothed: the attack on g; predict: the judge of g on x + delta_g (-1: undecided); base (when run): the attack
-    on f; base_class: f's class on x + delta_f; predict_passes: forward passes the judge spent (all budgets).
+    smoothed: the attack on g; predict: the judge of g on x + delta_g (-1: undecided; -2: the attacked input is
+    not finite, never judged); base (when run): the attack on f; base_class: f's class on x + delta_f (-2: not
+    finite); predict_passes: forward passes the judge spent (all budgets).
     """
 
     example: int
@@ -56,8 +57,14 @@ class PointAttack:
         return record
 
 
+def _finite_or_none(values: np.ndarray) -> list[float | None]:
+    """A JSON-ready list: a non-finite number (a perturbation that overflowed, never judged) becomes None."""
+    return [float(v) if np.isfinite(v) else None for v in values]
+
+
 def _pgd_record(result: PGDResult) -> dict[str, Any]:
-    return {"l2": result.l2.tolist(), "linf": result.linf.tolist(), "loss": result.loss.tolist(),
+    return {"l2": _finite_or_none(result.l2), "linf": _finite_or_none(result.linf),
+            "loss": _finite_or_none(result.loss),
             "flipped": result.flipped.tolist(), "restarts": result.restarts.tolist(),
             "passes": result.passes.tolist(), "eval_passes": result.eval_passes.tolist(),
             "nonfinite": result.nonfinite.tolist(), "zero_steps": result.zero_steps.tolist()}

@@ -17,7 +17,7 @@ from typing import Any
 
 import numpy as np
 
-from audiocert.attacks import AttackSettings, attack_inputs, attack_point, predict_attacked
+from audiocert.attacks import UNJUDGED, AttackSettings, attack_inputs, attack_point, predict_attacked
 from audiocert.kinds.attack.plan import KIND, PGD_FIELDS, RESULT_FIELDS, _finite_list, attack_quantities
 from audiocert.kinds.attack.reduce import reduce_attack
 from audiocert.kinds.attack.section import robustness_section
@@ -122,25 +122,29 @@ class AttackKind(DerivedKind):
                 return f"the clean PREDICT of example {planned['index']} is not a class or -1", None
             predict = point.get("predict")
             if not (isinstance(predict, list) and len(predict) == width and all(
-                    is_int(c) and (c == ABSTAIN or 0 <= c < classes) for c in predict)):
-                return f"PREDICT classes of example {planned['index']} are not {width} classes or -1", None
+                    is_int(c) and (c in (ABSTAIN, UNJUDGED) or 0 <= c < classes) for c in predict)):
+                return f"PREDICT classes of example {planned['index']} are not {width} classes, -1 or -2", None
             smoothed = point.get("smoothed")
             if not isinstance(smoothed, dict):
                 return f"no attack on g for example {planned['index']}", None
+            unjudged = [c == UNJUDGED for c in predict]
             for key in ("l2", "linf", "loss"):
                 if key == "loss" and not (isinstance(smoothed.get(key), list) and len(smoothed[key]) == width):
                     return f"attack losses of example {planned['index']} are not {width} numbers", None
-                if key != "loss" and not _finite_list(smoothed.get(key), width):
-                    return f"{key} norms of example {planned['index']} are not {width} finite numbers", None
-            if any(norm > eps * (1 + 1e-6) for norm, eps in zip(smoothed["l2"], settings.eps, strict=True)):
+                if key != "loss" and not _norms_ok(smoothed.get(key), width, unjudged):
+                    return (f"{key} norms of example {planned['index']} are not {width} finite numbers (None only "
+                            "where the attacked input was not finite)"), None
+            if any(norm is not None and norm > eps * (1 + 1e-6)
+                   for norm, eps in zip(smoothed["l2"], settings.eps, strict=True)):
                 return f"an attacked input of example {planned['index']} lies outside its L2 ball", None
             for key in ("passes", "eval_passes", "nonfinite", "restarts", "zero_steps"):
                 if not _finite_list(smoothed.get(key), width, integer=True):
                     return f"{key} of example {planned['index']} are not {width} counts", None
             if settings.base:
                 base, base_class = point.get("base"), point.get("base_class")
-                if not (isinstance(base, dict) and _finite_list(base.get("l2"), width) and isinstance(base_class, list)
-                        and len(base_class) == width and all(is_int(c) and 0 <= c < classes for c in base_class)):
+                if not (isinstance(base_class, list) and len(base_class) == width and isinstance(base, dict)
+                        and all(is_int(c) and (c == UNJUDGED or 0 <= c < classes) for c in base_class)
+                        and _norms_ok(base.get("l2"), width, [c == UNJUDGED for c in base_class])):
                     return f"the attack on f of example {planned['index']} is missing or damaged", None
         delta = record.get("example_delta")
         if delta is not None and not (self.example_delta_ok(delta, shard) and is_int(delta.get("eps_index"))):
@@ -161,8 +165,16 @@ class AttackKind(DerivedKind):
         undecided = ", ".join(f"{v:.2f}" for v in summary["g_undecided"])
         checked = (f"{summary['contradictions']} of {summary['certified_points']} certified point(s) contradict "
                    "their certificate" if summary["certified_points"] is not None else "no certificates to compare")
+        unjudged = (f"; {summary['unjudged']} (point, budget) pair(s) unjudged: the attacked input was not finite"
+                    if summary.get("unjudged") else "")
         return (f"{summary['points']} points attacked at {len(summary['eps'])} budget(s) ({summary['space']} space): "
-                f"upper bound on g's robust accuracy {upper} (undecided {undecided}); {checked}")
+                f"upper bound on g's robust accuracy {upper} (undecided {undecided}); {checked}{unjudged}")
+
+
+def _norms_ok(values: Any, width: int, unjudged: Sequence[bool]) -> bool:
+    """``width`` finite norms >= 0, where None stands only for a perturbation that was not finite (unjudged)."""
+    return isinstance(values, list) and len(values) == width and all(
+        _finite_list([v], 1) or (v is None and skipped) for v, skipped in zip(values, unjudged, strict=True))
 
 
 class AttackAccumulator(PointResults):

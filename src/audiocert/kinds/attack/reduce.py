@@ -4,8 +4,9 @@ Each (point, budget) has one of three outcomes, from the judge of g on the attac
 (:mod:`audiocert.attacks.judge`): *held* (the label), *flipped* (another class: g is wrong there with probability
 >= 1 - alpha) or *undecided* (the judge abstained after its last look). Only a flip shows a point broken, so the
 fraction held + undecided is an upper bound on g's robust accuracy at that budget (up to alpha per point), and
-certified accuracy a lower bound: certified <= true robust accuracy of g <= held + undecided. Every rate over the
-attacked points carries its 95% Clopper-Pearson interval.
+certified accuracy a lower bound: certified <= true robust accuracy of g <= held + undecided. An attacked input
+that was not finite is *unjudged* (never judged, counted and reported); it shows nothing broken either, so it joins
+the upper bound. Every rate over the attacked points carries its 95% Clopper-Pearson interval.
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ from typing import Any
 
 import numpy as np
 
+from audiocert.attacks import UNJUDGED
 from audiocert.kinds.attack.example import render_example
 from audiocert.kinds.attack.plan import KIND
 from audiocert.kinds.derived import lipschitz_of
@@ -70,7 +72,8 @@ def consistency(plan: Mapping[str, Any], merged: Mapping[str, Any], rows: np.nda
         for e in range(len(eps)):
             g_class = int(merged["predict"][p, e])
             # Certified: g(x + delta) = c for every ||delta|| < R (strictly inside the ball).
-            if predicted[k] != ABSTAIN and compared[e] < radius[k] and g_class not in (ABSTAIN, int(predicted[k])):
+            if predicted[k] != ABSTAIN and compared[e] < radius[k] and \
+                    g_class not in (ABSTAIN, UNJUDGED, int(predicted[k])):
                 found["pairs"].append({"idx": int(plan["examples"][p]), "eps": float(eps[e]),
                                        "radius": float(radius[k]), "certified_class": int(predicted[k]),
                                        "attacked_class": g_class})
@@ -84,10 +87,17 @@ def consistency(plan: Mapping[str, Any], merged: Mapping[str, Any], rows: np.nda
 
 
 def outcomes(predict: np.ndarray, labels: np.ndarray) -> dict[str, np.ndarray]:
-    """Per (point, budget) of the judge's classes: held (the label), flipped (another class), undecided (-1)."""
+    """Per (point, budget) of the judge's classes: held (the label), flipped (another class), undecided (-1),
+    unjudged (-2: the attacked input was not finite)."""
     held = predict == labels[:, None]
     undecided = predict == ABSTAIN
-    return {"held": held, "undecided": undecided, "flipped": ~held & ~undecided}
+    unjudged = predict == UNJUDGED
+    return {"held": held, "undecided": undecided, "unjudged": unjudged, "flipped": ~held & ~undecided & ~unjudged}
+
+
+def not_broken(g: Mapping[str, np.ndarray]) -> np.ndarray:
+    """The (point, budget) pairs the attack did not show broken: held, undecided or unjudged."""
+    return g["held"] | g["undecided"] | g["unjudged"]
 
 
 def intervals(hits: np.ndarray) -> list[list[float] | None]:
@@ -97,7 +107,8 @@ def intervals(hits: np.ndarray) -> list[list[float] | None]:
 
 
 def _cell(value: Any) -> str:
-    return "" if value is None else repr(float(value))
+    """A table cell: empty for no value (None, or a norm of a perturbation that was not finite)."""
+    return "" if value is None or not np.isfinite(value) else repr(float(value))
 
 
 def attack_tables(plan: Mapping[str, Any], merged: Mapping[str, Any], rows: np.ndarray, labels: np.ndarray,
@@ -106,25 +117,27 @@ def attack_tables(plan: Mapping[str, Any], merged: Mapping[str, Any], rows: np.n
     """attack.tsv (one row per point and budget, with the judge's outcome) and robust.csv (per budget: the
     outcomes' rates, the upper bound held + undecided with its interval, f's robust accuracy, certified accuracy)."""
     eps = np.asarray(plan["quantities"]["attack"]["eps"], dtype=float)
-    name = np.where(g["held"], "held", np.where(g["flipped"], "flipped", "undecided"))
+    name = np.where(g["held"], "held", np.where(g["flipped"], "flipped", np.where(g["unjudged"], "unjudged",
+                                                                                 "undecided")))
     tsv = ["idx\tlabel\teps\tg_predict\tg_robust\tg_outcome\tg_l2\tg_linf\tf_class\tf_robust\tf_l2\tpasses\t"
            "nonfinite"]
     for k, p in enumerate(rows):
         for e in range(eps.size):
             tsv.append("\t".join(str(v) for v in (
                 plan["examples"][p], labels[p], repr(float(eps[e])), int(merged["predict"][p, e]),
-                int(g["held"][k, e]), name[k, e], repr(float(merged["g_l2"][p, e])),
-                repr(float(merged["g_linf"][p, e])), int(merged["base_class"][p, e]),
-                "" if f_robust is None else int(f_robust[k, e]), repr(float(merged["f_l2"][p, e])),
+                int(g["held"][k, e]), name[k, e], _cell(merged["g_l2"][p, e]),
+                _cell(merged["g_linf"][p, e]), int(merged["base_class"][p, e]),
+                "" if f_robust is None else int(f_robust[k, e]), _cell(merged["f_l2"][p, e]),
                 int(merged["g_passes"][p, e] + np.nan_to_num(merged["f_passes"][p, e])),
                 int(merged["g_nonfinite"][p, e]))))
-    upper = g["held"] | g["undecided"]
+    upper = not_broken(g)
     band = intervals(upper)
-    curve = ["eps,eps_in_certificate_space,g_held,g_undecided,g_flipped,g_robust_upper,g_robust_upper_low,"
+    curve = ["eps,eps_in_certificate_space,g_held,g_undecided,g_flipped,g_unjudged,g_robust_upper,g_robust_upper_low,"
              "g_robust_upper_high,f_robust_accuracy,certified_accuracy"]
     for e in range(eps.size):
         curve.append(",".join([repr(float(eps[e])), "" if compared is None else repr(float(compared[e])),
                                *(repr(float(g[key][:, e].mean())) for key in ("held", "undecided", "flipped")),
+                               repr(float(g["unjudged"][:, e].mean())),
                                repr(float(upper[:, e].mean())), _cell(band[e] and band[e][0]),
                                _cell(band[e] and band[e][1]),
                                "" if f_robust is None else repr(float(f_robust[:, e].mean())),
@@ -148,6 +161,7 @@ def attack_wandb(plan: Mapping[str, Any], summary: Mapping[str, Any]) -> dict[st
             "lines": [{"table": "attack/robust_accuracy", "x": "eps", "y": y, "title": f"{y} vs eps ({plan['label']})"}
                       for y in lines],
             "summary": {"attack/contradictions": summary["contradictions"], "attack/points": summary["points"],
+                        "attack/unjudged": summary["unjudged"],
                         **{f"attack/g_robust_upper/eps={e:.4g}": v for e, v in zip(
                             eps, summary["g_robust_upper"], strict=True)},
                         **{f"attack/g_undecided/eps={e:.4g}": v for e, v in zip(
@@ -164,7 +178,9 @@ def reduce_attack(kind: Any, config_dir: Path, found: ShardInventory | None = No
     labels = np.asarray([i["label"] for i in plan["inputs"]])
     rows = np.flatnonzero(merged["attacked"])
     g = outcomes(merged["predict"][rows], labels[rows])
-    f_robust = merged["base_class"][rows] == labels[rows, None] if attack["base"] else None
+    # f's empirical robust accuracy: a base perturbation that was not finite (-2) shows nothing broken either
+    f_robust = np.isin(merged["base_class"][rows], [UNJUDGED]) | (merged["base_class"][rows] == labels[rows, None]) \
+        if attack["base"] else None
     certificates = kind.certificates(config_dir.parent, plan)
     compared, comparison = budgets_in_certificate_space(plan)
     checked = consistency(plan, merged, rows, labels, certificates, compared)
@@ -192,7 +208,7 @@ def attack_summary(plan: Mapping[str, Any], merged: Mapping[str, Any], rows: np.
     """summary.json of an attack config: per budget the outcomes' rates, the bounds with their intervals, the
     consistency with the certificates, costs."""
     attack = plan["quantities"]["attack"]
-    upper = g["held"] | g["undecided"]
+    upper = not_broken(g)
     certified = checked["certified_accuracy"]
     correct_counts = None if certified is None else [round(c * rows.size) for c in certified]
     return {
@@ -201,7 +217,8 @@ def attack_summary(plan: Mapping[str, Any], merged: Mapping[str, Any], rows: np.
         "sigma": float(plan["quantities"]["sigma"]), "eps": [float(e) for e in attack["eps"]],
         "eps_in_certificate_space": None if compared is None else compared.tolist(), "comparison": comparison,
         "points": int(rows.size),
-        **{f"g_{key}": g[key].mean(axis=0).tolist() for key in ("held", "flipped", "undecided")},
+        **{f"g_{key}": g[key].mean(axis=0).tolist() for key in ("held", "flipped", "undecided", "unjudged")},
+        "unjudged": int(g["unjudged"].sum()),
         "g_robust_upper": upper.mean(axis=0).tolist(), "g_robust_upper_interval": intervals(upper),
         "g_clean_accuracy": float((merged["clean_predict"][rows] == labels[rows]).mean()) if rows.size else None,
         "f_robust_accuracy": None if f_robust is None else f_robust.mean(axis=0).tolist(),

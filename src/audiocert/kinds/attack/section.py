@@ -73,6 +73,11 @@ def config_section(r: ConfigResult, directory: Path, s: dict[str, Any], output: 
               f"(blue) against the L2 budget in {units}; {s['comparison']}.*",
               ""]
     lines += outcome_table(s)
+    if s.get("unjudged"):
+        per_budget = ", ".join(f"{u:.3f}" for u in s["g_unjudged"])
+        lines += [f"**{s['unjudged']} (point, budget) pair(s) were not judged: the attacked input was not finite "
+                  f"(per budget {per_budget}). They show nothing broken, so they count in the upper bound; "
+                  "attack.tsv marks them `unjudged`.**", ""]
     if s.get("certified_accuracy") is None:
         why = s["certificates"] if "not reduced" in s["certificates"] else s["comparison"]
         lines += [f"Certified accuracy: {why}.", ""]

@@ -10,6 +10,7 @@ from typing import Any
 
 import numpy as np
 
+from audiocert.attacks import UNJUDGED
 from audiocert.kinds.derived import DerivedKind, PointResults
 from audiocert.kinds.perceptibility.measure import certified_radius_at_stage, measure_point
 from audiocert.kinds.perceptibility.reduce import reduce_perceptibility
@@ -89,8 +90,9 @@ def check_attack_record(attack: Any, label: int, classes: int) -> str:
     if not _number(attack.get("final_eps"), 0.0) or not _number(attack.get("final_lambda"), 0.0):
         return "final_eps / final_lambda are not finite"
     judged = attack.get("judged")
-    if not (isinstance(judged, list) and all(is_int(c) and (c == ABSTAIN or 0 <= c < classes) for c in judged)):
-        return "judged classes are not classes or -1"
+    if not (isinstance(judged, list) and all(is_int(c) and (c in (ABSTAIN, UNJUDGED) or 0 <= c < classes)
+                                             for c in judged)):
+        return "judged classes are not classes, -1 or -2"
     if attack["found"]:
         if not (_number(attack.get("l2"), 0.0, attack["eps0"] * (1 + 1e-6)) and _number(attack.get("linf"), 0.0)
                 and attack["linf"] <= attack["l2"] * (1 + 1e-6) + 1e-12):
