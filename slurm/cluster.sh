@@ -146,6 +146,30 @@ stop_daemon() {
     rm -f "$pidfile"
 }
 
+# kill_strays NAME PIDFILE: kill every process called NAME other than the one PIDFILE names. A daemon left from an
+# earlier start whose pid file was lost (a killed test, a crashed script) keeps its port (6817/6818), so a new one
+# dies at once with "slurmd died during startup"; this cluster owns these daemons on this machine.
+kill_strays() {
+    local name=$1 pidfile=$2 keep=none strays i
+    pid_alive "$pidfile" "$name" && keep=$(tr -dc '0-9' <"$pidfile")
+    strays=$(live_pids "$name" "$keep")
+    [[ -n "$strays" ]] || return 0
+    log "killing stray $name process(es) not in $pidfile: $(echo $strays)"
+    kill -TERM $strays 2>/dev/null || true
+    for ((i = 0; i < 50; i++)); do
+        strays=$(live_pids "$name" "$keep")
+        [[ -n "$strays" ]] || return 0
+        sleep 0.1
+    done
+    kill -KILL $strays 2>/dev/null || true
+    sleep 0.5
+}
+
+# live_pids NAME KEEP: pids of the live (not zombie) processes called NAME, except KEEP.
+live_pids() {
+    ps -eo pid=,stat=,comm= | awk -v name="$1" -v keep="$2" '$3 == name && $2 !~ /^Z/ && $1 != keep {print $1}'
+}
+
 # ---------------------------------------------------------------------------
 # munge (authentication between SLURM commands and daemons)
 # ---------------------------------------------------------------------------
@@ -347,6 +371,7 @@ cmd_start() {
     if pid_alive "$SLURMCTLD_PID" slurmctld; then
         log "slurmctld already running"
     else
+        kill_strays slurmctld "$SLURMCTLD_PID"
         log "starting slurmctld"
         # Without -D it daemonizes; -R would drop saved state, so don't:
         # jobs from a previous start are recovered, like a real controller.
@@ -356,6 +381,7 @@ cmd_start() {
     if pid_alive "$SLURMD_PID" slurmd; then
         log "slurmd already running"
     else
+        kill_strays slurmd "$SLURMD_PID"
         log "starting slurmd"
         /usr/sbin/slurmd -f "$SLURM_CONF" \
             || fail_with_logs "slurmd failed to start"
@@ -391,7 +417,9 @@ cmd_start() {
 
 cmd_stop() {
     stop_daemon "$SLURMD_PID" slurmd
+    kill_strays slurmd "$SLURMD_PID"
     stop_daemon "$SLURMCTLD_PID" slurmctld
+    kill_strays slurmctld "$SLURMCTLD_PID"
     stop_daemon "$MUNGED_PID" munged
     log "cluster stopped"
 }
