@@ -108,6 +108,10 @@ def check_before_running(command: str, argv: list[str], user_dir: Path | None) -
             check_config(command, cfg, dataset_final=command not in KIND_COMMANDS)
             if command in KIND_COMMANDS:
                 check_as_planned(command, cfg, overrides, clusters)
+            if command in (*KIND_COMMANDS, "train"):
+                from audiocert.checkpoint import check_external_model
+
+                check_external_model(cfg, weights=command != "train")
     except CompositionError as error:
         raise SystemExit(missing_config_hint(argv, user_dir) or f"audiocert {command}: {error}") from None
 

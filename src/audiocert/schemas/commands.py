@@ -78,6 +78,11 @@ class TrainConfig:
 
     @classmethod
     def rules(cls, values: dict[str, Any], prefix: str) -> None:
+        model, stage = values.get("model") or {}, ((values.get("train") or {}).get("augment") or {}).get("stage")
+        if "net" in model and stage in stages() and \
+                stages().index(stage) > stages().index(model.get("input", "waveform")):
+            raise refuse_relation("train.augment.stage", stage,
+                                  f"comes after model.input={model.get('input', 'waveform')}: the model never sees it")
         if "seed" in values and "train" in values:
             Number(minimum=0, maximum=TRAIN_SEEDS - int(values["train"]["epochs"]), integer=True).check(
                 "seed", values["seed"])
@@ -101,6 +106,17 @@ class CertifyConfig:
     checkpoint: str = setting(PATH)
     inherit_dataset: bool = flag(True)
     sweep: SweepSchema = MISSING
+
+    @classmethod
+    def rules(cls, values: dict[str, Any], prefix: str) -> None:
+        model, stage = values.get("model") or {}, (values.get("representation") or {}).get("stage")
+        if "net" in model and stage in stages():
+            order = stages()
+            if order.index(stage) > order.index(model.get("input", "waveform")):
+                raise refuse_relation("representation.stage", stage,
+                                      f"comes after model.input={model.get('input', 'waveform')}: the model never "
+                                      f"sees that stage; smooth at one of "
+                                      f"{', '.join(order[:order.index(model.get('input', 'waveform')) + 1])}")
 
     @classmethod
     def dataset_rules(cls, values: dict[str, Any]) -> None:
