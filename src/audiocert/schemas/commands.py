@@ -137,6 +137,7 @@ class AttackConfig(CertifyConfig):
     """audiocert attack: certify's config plus attack/."""
 
     attack: AttackSchema = MISSING
+    certified: str | None = setting(Text("a certified config directory or a sweep directory"), None)
 
 
 @dataclass
@@ -144,6 +145,7 @@ class PerceptibilityConfig(CertifyConfig):
     """audiocert perceptibility: certify's config plus perceptibility/."""
 
     perceptibility: PerceptibilitySchema = MISSING
+    certified: str | None = setting(Text("a certified config directory or a sweep directory"), None)
 
     @classmethod
     def dataset_rules(cls, values: dict[str, Any]) -> None:
