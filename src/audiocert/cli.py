@@ -306,7 +306,8 @@ def planner(kind: str) -> Callable[[Any], dict]:
         from audiocert.launching.certified import adopt_certified
         from audiocert.launching.planning import plan_config
 
-        return plan_config(adopt_certified(cfg), kind)  # collected by FinalizeSweep: nothing runs before every config is planned
+        # collected by FinalizeSweep: nothing runs before every config is planned
+        return plan_config(adopt_certified(cfg), kind)
 
     return plan
 
