@@ -137,11 +137,29 @@ def test_user_model_certified_attacked_measured_and_reported(user, trained_user_
     ("+model.net.channels=5", "audiocert certify: model.weights="),
     ("model.classes=[spk1,spk2,spk3,spk4]", "audiocert certify: model.classes does not match the dataset's labels"),
     ("representation=mfbe", "audiocert certify: representation.stage='mfbe' comes after model.input=waveform"),
+    ("model.input=magspec", "audiocert certify: model.input=magspec: model.net._target_=usernets.WaveNet fails on a "
+                            "batch of that stage, shape (2, 99, 257)"),
+    ("+model.net.num_classes=5", "audiocert certify: model.net._target_=usernets.WaveNet: returns logits of shape "
+                                 "(2, 5) for 2 examples, but the dataset has 4 classes"),
 ])
 def test_refused_in_one_line_before_anything_is_written(user, trained_user_model, override, needle):
     small = [a.replace("sweep.name=user", "sweep.name=refused") for a in SMALL
              if not (override.startswith("representation=") and a.startswith("representation="))]
-    result = user_cli(user, ["certify", *folder_args(user), *small, override], check=False)
+    given = [a for a in folder_args(user) if a.split("=")[0] != override.split("=")[0]]  # the override replaces it
+    if override.startswith("+model.net.num_classes"):  # a network of 5 outputs, with weights of its own shape
+        net = user_cli(user, ["train", *[a for a in given if not a.startswith("logger")], override,
+                              "train.epochs=1", "model.name=five", "dataset.num_classes=4"], check=False)
+        assert net.returncode == 1 and "returns logits of shape (2, 5)" in net.stderr  # train refuses it too
+        import sys
+
+        sys.path.insert(0, user["pythonpath"])
+        try:
+            from usernets import WaveNet
+        finally:
+            sys.path.remove(user["pythonpath"])
+        torch.save(WaveNet(5).state_dict(), user["base"] / "five.pt")
+        given.append(f"model.weights={user['base'] / 'five.pt'}")
+    result = user_cli(user, ["certify", *given, *small, override], check=False)
     assert result.returncode == 1
     [line] = result.stderr.strip().splitlines()
     assert line.startswith(needle), line

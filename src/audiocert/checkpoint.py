@@ -179,7 +179,8 @@ def check_external_model(cfg: Any, weights: bool) -> None:
     path = resolved.get("checkpoint") if weights else None
     if path is not None and not Path(path).is_file():
         path = None  # planning names the missing file (and how to train it)
-    model, _ = build_external(resolved["model"], build_frontend(resolved.get("frontend")), names, path)
+    model, chain = build_external(resolved["model"], build_frontend(resolved.get("frontend")), names, path)
+    try_forward(model, chain, resolved)
     if not weights and model.order is not None:
         raise ValueError(f"model.classes={resolved['model']['classes']}: `audiocert train` writes the outputs in the "
                          f"dataset's label order {names}: list model.classes in that order, or drop it")
@@ -194,3 +195,23 @@ def dataset_class_names(dataset: dict[str, Any]) -> list[str] | None:
         return class_names(dataset["root"], dataset.get("manifest"), dataset.get("classes"))
     speakers = dataset.get("speakers")
     return None if speakers is None else [str(s) for s in sorted(speakers)]
+
+
+def try_forward(model: nn.Module, chain: Any, resolved: dict[str, Any]) -> None:
+    """One forward pass of two silent crops through the chain and the user's network, before anything is written:
+    a network that cannot take its declared input, or gives another number of logits, is refused in one line."""
+    dataset, model_cfg = resolved["dataset"], resolved["model"]
+    where, classes = str(model_cfg.get("input") or "waveform"), int(dataset["num_classes"])
+    waveform = torch.zeros(2, int(dataset["crop_samples"]))
+    try:
+        with torch.no_grad():
+            logits = model.eval()(chain(waveform))
+    except Exception as error:  # whatever the user's forward raises: said in one line
+        shape = tuple(chain(waveform).shape)
+        raise ValueError(f"model.input={where}: model.net._target_={model_cfg['net']['_target_']} fails on a batch "
+                         f"of that stage, shape {shape} ({type(error).__name__}: {' '.join(str(error).split())[:200]})"
+                         ": check model.input and the network's forward") from None
+    if tuple(logits.shape) != (2, classes):
+        raise ValueError(f"model.net._target_={model_cfg['net']['_target_']}: returns logits of shape "
+                         f"{tuple(logits.shape)} for 2 examples, but the dataset has {classes} classes: set the "
+                         "network's number of outputs (a model.net.* argument) to match")
