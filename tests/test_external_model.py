@@ -204,3 +204,36 @@ def test_wrapped_rescnn_certifies_exactly_what_the_builtin_does(trained, user, t
                      for s in (json.loads(p.read_text()) for p in (d / "shards").glob("*.json")))
               for d in (a, b, c)]
     assert counts[0] == counts[1] == counts[2] and counts[0]
+
+
+def test_class_names_are_matched_by_name_and_a_file_lists_them(tmp_path):
+    from audiocert.external import class_order, read_classes
+
+    assert class_order(["b", "a", "c"], ["a", "b", "c"]) == [1, 0, 2]
+    assert class_order(["a", "b"], ["a", "b"]) is None and class_order(None, ["a", "b"]) is None
+    with pytest.raises(ValueError, match=r"the dataset's \['c'\] are not among model.classes; model.classes \['d'\]"):
+        class_order(["a", "b", "d"], ["a", "b", "c"])
+    names = tmp_path / "classes.txt"
+    names.write_text("yes\nno\n\nup\n")
+    assert read_classes(str(names)) == ["yes", "no", "up"]
+    with pytest.raises(ValueError, match="must name each class once"):
+        read_classes(["a", "a"])
+
+
+def test_the_chain_stops_at_the_model_input_and_matches_the_frontend():
+    from audiocert.external import ChainFrontend, ExternalClassifier
+    from audiocert.frontend import DeepSpeakerFrontend
+
+    frontend = DeepSpeakerFrontend()
+    waveform = torch.randn(2, 25840) * 0.1
+    chain = ChainFrontend(frontend, "magspec")
+    assert torch.equal(chain(waveform), frontend.to_stage(waveform, "magspec"))
+    assert torch.equal(chain.from_stage(chain.to_stage(waveform, "waveform"), "waveform"), chain(waveform))
+    with pytest.raises(ValueError, match="representation.stage=mfbe comes after model.input=magspec"):
+        chain.to_stage(waveform, "mfbe")
+    mfbe = ChainFrontend(frontend, "mfbe")
+    assert torch.equal(mfbe.from_stage(frontend.to_stage(waveform, "magspec"), "magspec").unsqueeze(-3),
+                       frontend.from_stage(frontend.to_stage(waveform, "magspec"), "magspec"))
+    logits = torch.tensor([[1.0, 2.0, 3.0]])
+    reordered = ExternalClassifier(torch.nn.Identity(), [2, 0, 1])(logits)
+    assert reordered.tolist() == [[3.0, 1.0, 2.0]]
