@@ -51,6 +51,9 @@ def run_command(request: dict) -> None:
         os.close(target)
     sys.argv = ["audiocert.cli", *request["args"]]  # runpy puts the module's path first, as `-m` does
     sys.path[0] = request["cwd"]  # `-m` puts the working directory first on the path
+    for entry in reversed([e for e in request["env"].get("PYTHONPATH", "").split(os.pathsep) if e]):
+        if entry not in sys.path:  # as a fresh interpreter reads PYTHONPATH (a user's package beside audiocert)
+            sys.path.insert(1, entry)
     code = 0
     try:
         runpy.run_module("audiocert.cli", run_name="__main__", alter_sys=True)

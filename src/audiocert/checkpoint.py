@@ -15,13 +15,18 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from torch import nn
 
+from audiocert.external import build_external, instantiate_net, is_external
 from audiocert.frontend import DeepSpeakerFrontend
 from audiocert.model import ARCHITECTURE, ResCNN
 from audiocert.provenance import atomic_write_bytes
 
 
-def build_model(model_cfg: Mapping[str, Any], num_classes: int) -> ResCNN:
+def build_model(model_cfg: Mapping[str, Any], num_classes: int) -> nn.Module:
+    """The network a model config describes: the ResCNN, or a user's network (``model.net``, untrained)."""
+    if is_external(model_cfg):
+        return instantiate_net(model_cfg)
     return ResCNN(
         num_classes=num_classes, widths=list(model_cfg["widths"]),
         embedding_dim=int(model_cfg.get("embedding_dim", 512)), dropout=float(model_cfg.get("dropout", 0.5)),
@@ -101,8 +106,8 @@ def architecture_mismatch(state: Mapping[str, Any]) -> str | None:
 
 @dataclass
 class LoadedClassifier:
-    model: ResCNN
-    frontend: DeepSpeakerFrontend
+    model: nn.Module
+    frontend: nn.Module
     config: dict[str, Any]
     metrics: dict[str, Any]
     speakers: list[int]
@@ -141,3 +146,72 @@ def load_checkpoint(path: str | Path, device: torch.device | str = "cpu") -> Loa
         model=model.to(device).eval(), frontend=frontend.to(device), config=config,
         metrics=dict(state.get("metrics", {})), speakers=list(state.get("speakers", [])), path=path,
     )
+
+
+def load_external(path: str | Path, model_cfg: Mapping[str, Any], frontend_cfg: Mapping[str, Any] | None,
+                  class_names: list[str] | None, device: torch.device | str = "cpu") -> LoadedClassifier:
+    """A user's classifier (``model=external``) with the weights in ``path`` (a state_dict, or the best.pt that
+    `audiocert train model=external` wrote), on its frontend chain, its classes matched to ``class_names``."""
+    path = Path(path)
+    model, chain = build_external(model_cfg, build_frontend(frontend_cfg), class_names, path)
+    state: dict[str, Any] = {}
+    try:
+        candidate = torch.load(path, map_location="cpu", weights_only=True)
+        state = candidate if isinstance(candidate, dict) and "config" in candidate else {}
+    except Exception:  # build_external read it already: it is a weights-only file
+        pass
+    return LoadedClassifier(model=model.to(device).eval(), frontend=chain.to(device),
+                            config=dict(state.get("config") or {"model": dict(model_cfg)}),
+                            metrics=dict(state.get("metrics", {})), speakers=list(state.get("speakers", [])),
+                            path=path)
+
+
+def check_external_model(cfg: Any, weights: bool) -> None:
+    """A user's network (model=external) is built here, its weights loaded and its classes matched to the
+    dataset's by name, before Hydra writes anything: an unknown class, wrong arguments, weights of another shape or
+    other class names end the command in one line naming the override."""
+    if not is_external(cfg.get("model")):
+        return
+    from omegaconf import OmegaConf
+
+    resolved = OmegaConf.to_container(cfg, resolve=True)
+    names = dataset_class_names(resolved["dataset"])
+    path = resolved.get("checkpoint") if weights else None
+    if path is not None and not Path(path).is_file():
+        path = None  # planning names the missing file (and how to train it)
+    model, chain = build_external(resolved["model"], build_frontend(resolved.get("frontend")), names, path)
+    try_forward(model, chain, resolved)
+    if not weights and model.order is not None:
+        raise ValueError(f"model.classes={resolved['model']['classes']}: `audiocert train` writes the outputs in the "
+                         f"dataset's label order {names}: list model.classes in that order, or drop it")
+
+
+def dataset_class_names(dataset: dict[str, Any]) -> list[str] | None:
+    """The class names of a dataset config without reading audio: a folder dataset's classes, or the listed
+    LibriSpeech speakers as text (None: every speaker of the subset, known after the scan)."""
+    if dataset.get("layout") == "folder":
+        from audiocert.data.folder import class_names
+
+        return class_names(dataset["root"], dataset.get("manifest"), dataset.get("classes"))
+    speakers = dataset.get("speakers")
+    return None if speakers is None else [str(s) for s in sorted(speakers)]
+
+
+def try_forward(model: nn.Module, chain: Any, resolved: dict[str, Any]) -> None:
+    """One forward pass of two silent crops through the chain and the user's network, before anything is written:
+    a network that cannot take its declared input, or gives another number of logits, is refused in one line."""
+    dataset, model_cfg = resolved["dataset"], resolved["model"]
+    where, classes = str(model_cfg.get("input") or "waveform"), int(dataset["num_classes"])
+    waveform = torch.zeros(2, int(dataset["crop_samples"]))
+    try:
+        with torch.no_grad():
+            logits = model.eval()(chain(waveform))
+    except Exception as error:  # whatever the user's forward raises: said in one line
+        shape = tuple(chain(waveform).shape)
+        raise ValueError(f"model.input={where}: model.net._target_={model_cfg['net']['_target_']} fails on a batch "
+                         f"of that stage, shape {shape} ({type(error).__name__}: {' '.join(str(error).split())[:200]})"
+                         ": check model.input and the network's forward") from None
+    if tuple(logits.shape) != (2, classes):
+        raise ValueError(f"model.net._target_={model_cfg['net']['_target_']}: returns logits of shape "
+                         f"{tuple(logits.shape)} for 2 examples, but the dataset has {classes} classes: set the "
+                         "network's number of outputs (a model.net.* argument) to match")

@@ -61,6 +61,10 @@ def hydra_app(config_name: str, task: Callable, after: Callable[[Path], None] | 
 
         argv, user_dir = locate_configs(config_name, argv)
         with said_in_one_line(config_name):
+            if config_name in KIND_COMMANDS[1:]:  # attack / perceptibility certified=DIR: the certification's config
+                from audiocert.launching.certified import follow_certified
+
+                argv = follow_certified(config_name, argv)
             check_before_running(config_name, argv, user_dir)
 
         def checked_task(cfg):  # every interpolation resolved (names that become paths checked) before any work
@@ -105,9 +109,17 @@ def check_before_running(command: str, argv: list[str], user_dir: Path | None) -
     clusters: set[str] = set()
     try:
         for overrides, cfg in composed_jobs(CONF_PACKAGE, command, argv, user_dir):
+            if command in KIND_COMMANDS[1:]:
+                from audiocert.launching.certified import adopt_certified
+
+                cfg = adopt_certified(cfg)
             check_config(command, cfg, dataset_final=command not in KIND_COMMANDS)
             if command in KIND_COMMANDS:
                 check_as_planned(command, cfg, overrides, clusters)
+            if command in (*KIND_COMMANDS, "train"):
+                from audiocert.checkpoint import check_external_model
+
+                check_external_model(cfg, weights=command != "train")
     except CompositionError as error:
         raise SystemExit(missing_config_hint(argv, user_dir) or f"audiocert {command}: {error}") from None
 
@@ -291,9 +303,11 @@ def planner(kind: str) -> Callable[[Any], dict]:
     """The Hydra task of a kind's command: plan one config of that kind (run later by ``finisher``)."""
 
     def plan(cfg) -> dict:
+        from audiocert.launching.certified import adopt_certified
         from audiocert.launching.planning import plan_config
 
-        return plan_config(cfg, kind)  # collected by FinalizeSweep: nothing runs before every config is planned
+        # collected by FinalizeSweep: nothing runs before every config is planned
+        return plan_config(adopt_certified(cfg), kind)
 
     return plan
 

@@ -232,6 +232,9 @@ def register_resolvers() -> None:
         # Results are named by absolute paths in jobs.json, deferred.json and logs: a SLURM job, a later
         # `status` or a rerun from another directory must find the same files.
         OmegaConf.register_new_resolver("abspath", lambda value: os.path.abspath(os.path.expanduser(str(value))))
+    if not OmegaConf.has_resolver("or_default"):
+        # ``checkpoint``: an external model's model.weights when set, else the model `audiocert train` wrote.
+        OmegaConf.register_new_resolver("or_default", lambda value, default: default if value is None else value)
 
 
 def inside(path: str | Path, root: str | Path) -> Path:

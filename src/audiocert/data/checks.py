@@ -34,6 +34,9 @@ class DatasetSettings:
     split_seed: int
     test_fraction: float
     resample: bool
+    layout: str = "librispeech"  # librispeech | folder (a class-per-folder tree, or a manifest)
+    manifest: str | None = None
+    classes: list[str] | None = None
 
 
 def check_dataset_config(cfg: Mapping[str, Any]) -> DatasetSettings:
@@ -66,4 +69,7 @@ def check_dataset_config(cfg: Mapping[str, Any]) -> DatasetSettings:
         split_seed=int(value("split_seed")),
         test_fraction=float(value("test_fraction")),
         resample=bool(value("resample")),
+        layout=str(value("layout")),
+        manifest=value("manifest"),
+        classes=None if value("classes") is None else [str(c) for c in value("classes")],
     )

@@ -106,9 +106,12 @@ def _speakers_in_scope(speakers: Iterable[int] | None, available: Mapping[int, P
             raise ValueError(f"speakers contains duplicates: {requested}")
         missing = sorted(set(requested) - set(available))
         if missing:
+            present = sorted(available)
             raise DatasetNotFoundError(
                 f"speaker(s) {missing} not found in {subset_dir}. Speakers present "
-                f"({len(available)}): {_list_for_message(sorted(available))}."
+                f"({len(available)}): {_list_for_message(present)}. Choose the speakers with "
+                f"dataset.speakers=[{','.join(str(s) for s in present[:10])}] "
+                f"dataset.num_classes={min(len(present), 10)} (or dataset.speakers=null for every speaker)."
             )
         in_scope = sorted(requested)
     return requested, in_scope

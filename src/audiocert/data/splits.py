@@ -167,6 +167,8 @@ class CropDataset(Dataset):
         self._cache: OrderedDict[str, torch.Tensor] = OrderedDict()
         self.epoch = 0
         self._plan_utt, self._plan_offset = self._make_plan(0)
+        # The name of each label (a speaker ID as text, or a folder dataset's class name): models name classes so.
+        self.class_names: list[str] = [str(spk) for spk in self.speakers]
 
     @property
     def num_classes(self) -> int:
@@ -274,6 +276,8 @@ class DataBundle:
     manifest: Manifest
     train_utterances: list[Utterance] = field(default_factory=list)
     test_utterances: list[Utterance] = field(default_factory=list)
+    class_names: list[str] | None = None  # a folder dataset's class names (label order); None: the speaker IDs
+    fingerprint: str | None = None  # a folder dataset's listing digest (paths, sizes, mtimes)
 
     @property
     def num_classes(self) -> int:
@@ -293,6 +297,8 @@ def build_datasets(cfg: Mapping[str, Any], cache_dir: PathLike | None | Literal[
     :func:`scan_librispeech`.
     """
     s = check_dataset_config(cfg)
+    if s.layout == "folder":
+        return build_folder_datasets(s, cache_dir)
     manifest = scan_librispeech(
         s.root,
         s.subset,
@@ -322,3 +328,41 @@ def build_datasets(cfg: Mapping[str, Any], cache_dir: PathLike | None | Literal[
         train_utterances=train_utts,
         test_utterances=test_utts,
     )
+
+
+class SilenceCheckedCrops(CropDataset):
+    """The crops of a folder dataset: a file whose samples are all zero is refused when read, naming it (a silent
+    file in a user's corpus is a broken export; its crops would certify silence)."""
+
+    def _load(self, path: str) -> torch.Tensor:
+        wav = super()._load(path)
+        if not bool(wav.abs().max() > 0):
+            raise _file_error(path, "is silent (every sample is zero)", "replace it or remove it from the dataset")
+        return wav
+
+
+def build_folder_datasets(s: Any, cache_dir: PathLike | None | Literal[False] = None) -> DataBundle:
+    """:func:`build_datasets` of a folder dataset (``dataset.layout=folder``: a class-per-folder tree or a
+    manifest); see :mod:`audiocert.data.folder`."""
+    from audiocert.data.folder import manifest_split, scan_folder
+    from audiocert.data.headers import _post_scan_checks
+
+    scan = scan_folder(s.root, s.manifest, s.classes, sample_rate=s.sample_rate, min_samples=s.crop_samples,
+                       cache_dir=cache_dir)
+    _post_scan_checks(scan.manifest, s.resample)
+    if len(scan.class_names) != s.num_classes:
+        raise ValueError(f"dataset.num_classes={s.num_classes} but {len(scan.class_names)} classes were found "
+                         f"({_list_for_message(scan.class_names, 20)}): drop the dataset.num_classes override")
+    if scan.splits:
+        train_utts, test_utts = manifest_split(scan)
+    else:
+        train_utts, test_utts = split_utterances(scan.manifest, s.test_fraction, s.split_seed)
+    common = dict(crop_samples=s.crop_samples, seed=s.split_seed, sample_rate=s.sample_rate, resample=s.resample)
+    labels = scan.manifest.speakers
+    train = SilenceCheckedCrops(train_utts, labels, crops_per_speaker=s.train_crops_per_speaker, mode="train",
+                                **common)
+    test = SilenceCheckedCrops(test_utts, labels, crops_per_speaker=s.test_crops_per_speaker, mode="test", **common)
+    train.class_names = test.class_names = list(scan.class_names)
+    return DataBundle(train=train, test=test, speakers=list(labels), manifest=scan.manifest,
+                      train_utterances=train_utts, test_utterances=test_utts, class_names=list(scan.class_names),
+                      fingerprint=scan.fingerprint)

@@ -71,6 +71,9 @@ def checkpoint_dataset(path: str, mtime_ns: int) -> dict[str, Any]:
     """The dataset section of a checkpoint's training config (read once per file version in a sweep)."""
     from audiocert.checkpoint import read_checkpoint
 
+    state = read_checkpoint(path, "cpu")
+    if "config" not in state and all(hasattr(v, "shape") for v in state.values()):
+        return {}  # an external model's plain state_dict: no training config to inherit
     state = read_checkpoint(path, "cpu", required=("config",))
     dataset = state["config"].get("dataset") if isinstance(state["config"], dict) else None
     return dict(dataset) if isinstance(dataset, dict) else {}

@@ -78,6 +78,11 @@ class TrainConfig:
 
     @classmethod
     def rules(cls, values: dict[str, Any], prefix: str) -> None:
+        model, stage = values.get("model") or {}, ((values.get("train") or {}).get("augment") or {}).get("stage")
+        if "net" in model and stage in stages() and \
+                stages().index(stage) > stages().index(model.get("input", "waveform")):
+            raise refuse_relation("train.augment.stage", stage,
+                                  f"comes after model.input={model.get('input', 'waveform')}: the model never sees it")
         if "seed" in values and "train" in values:
             Number(minimum=0, maximum=TRAIN_SEEDS - int(values["train"]["epochs"]), integer=True).check(
                 "seed", values["seed"])
@@ -103,6 +108,17 @@ class CertifyConfig:
     sweep: SweepSchema = MISSING
 
     @classmethod
+    def rules(cls, values: dict[str, Any], prefix: str) -> None:
+        model, stage = values.get("model") or {}, (values.get("representation") or {}).get("stage")
+        if "net" in model and stage in stages():
+            order = stages()
+            if order.index(stage) > order.index(model.get("input", "waveform")):
+                raise refuse_relation("representation.stage", stage,
+                                      f"comes after model.input={model.get('input', 'waveform')}: the model never "
+                                      f"sees that stage; smooth at one of "
+                                      f"{', '.join(order[:order.index(model.get('input', 'waveform')) + 1])}")
+
+    @classmethod
     def dataset_rules(cls, values: dict[str, Any]) -> None:
         dataset, points = values["dataset"], values["certify"]["points_per_speaker"]
         crops, classes = int(dataset.get("test_crops_per_speaker", 50)), int(dataset["num_classes"])
@@ -121,6 +137,7 @@ class AttackConfig(CertifyConfig):
     """audiocert attack: certify's config plus attack/."""
 
     attack: AttackSchema = MISSING
+    certified: str | None = setting(Text("a certified config directory or a sweep directory"), None)
 
 
 @dataclass
@@ -128,6 +145,7 @@ class PerceptibilityConfig(CertifyConfig):
     """audiocert perceptibility: certify's config plus perceptibility/."""
 
     perceptibility: PerceptibilitySchema = MISSING
+    certified: str | None = setting(Text("a certified config directory or a sweep directory"), None)
 
     @classmethod
     def dataset_rules(cls, values: dict[str, Any]) -> None:

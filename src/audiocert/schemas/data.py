@@ -9,11 +9,13 @@ from typing import Any
 
 from audiocert.schemas.rules import (
     MISSING,
+    Anything,
     Choice,
     Name,
     Number,
     Numbers,
     Text,
+    Texts,
     count,
     flag,
     join,
@@ -81,6 +83,10 @@ class DatasetSchema:
     split_seed: int = setting(Number(minimum=0, integer=True, strict=True), 0)
     resample: bool = flag(True)
     generate: GenerateSchema | None = None
+    # Any labelled audio (conf/dataset/folder.yaml): absent from the LibriSpeech configs, so their hashes stay.
+    layout: str = setting(Choice(("librispeech", "folder")), "librispeech")
+    manifest: str | None = setting(Text("a CSV or TSV file of path,label[,split] rows"), None)
+    classes: list[str] | None = setting(Texts(), None)
 
     @classmethod
     def rules(cls, values: dict[str, Any], prefix: str) -> None:
@@ -99,6 +105,30 @@ class ModelSchema:
     embedding_dim: int = count(512)
     dropout: float = number(0.5, minimum=0, below=1)
     bn_momentum: float = number(0.01, minimum=0, maximum=1)
+
+    @classmethod
+    def variant(cls, section: Any) -> type:
+        """A model section with ``net`` is a user's network (conf/model/external.yaml)."""
+        return ExternalModelSchema if hasattr(section, "get") and "net" in section else cls
+
+
+@dataclass
+class NetSchema:
+    """model.net: Hydra instantiate's ``_target_`` (a class path) and the constructor's arguments beside it (any
+    other keys, left to the class to check: instantiating it is the check, before anything is written)."""
+
+    _target_: str = setting(Text("an importable class path such as mypkg.nets.KWSNet"))
+
+
+@dataclass
+class ExternalModelSchema:
+    """A user's torch.nn.Module (conf/model/external.yaml; audiocert.external)."""
+
+    name: str = setting(Name())
+    net: NetSchema = MISSING
+    weights: str | None = setting(Text("a path to a state_dict file"), None)
+    input: str = setting(Choice(stages), "waveform")
+    classes: Any = setting(Anything(), None)  # a list of names or a file (audiocert.external.read_classes)
 
 
 @dataclass

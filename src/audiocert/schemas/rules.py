@@ -285,7 +285,9 @@ def read(section: Any, name: str, key: str) -> Any:
         value = section[name]
         return plain(value) if isinstance(value, ListConfig) else value
     except OmegaConfBaseException as error:
-        cause = error.__cause__
+        cause: BaseException | None = error
+        while isinstance(cause, OmegaConfBaseException):  # a resolver's own refusal, under OmegaConf's wrappers
+            cause = cause.__cause__ or cause.__context__
         if isinstance(cause, ValueError):
             raise SettingError(key, " ".join(str(cause).split())) from None
         raise refuse_key(key, f"cannot be resolved: {' '.join(str(error).splitlines()[0].split())}") from None

@@ -15,9 +15,10 @@ from typing import Any
 import torch
 from omegaconf import OmegaConf
 
-from audiocert.checkpoint import LoadedClassifier, load_checkpoint
+from audiocert.checkpoint import LoadedClassifier, load_checkpoint, load_external
 from audiocert.data import CropDataset, build_datasets
 from audiocert.devices import resolve_device
+from audiocert.external import is_external
 from audiocert.provenance import (
     atomic_write_sealed,
     code_version,
@@ -40,8 +41,12 @@ def waveform_digest(waveform: torch.Tensor) -> str:
 def load_certified_setup(config: Mapping[str, Any], checkpoint: str | Path,
                          device: torch.device | str = "cpu") -> tuple[LoadedClassifier, CropDataset]:
     """The base classifier and the test set of a config, checked against each other; errors name the file."""
-    loaded = load_checkpoint(checkpoint, device)
-    test = build_datasets(config["dataset"]).test
+    if is_external(config.get("model")):
+        test = build_datasets(config["dataset"]).test
+        loaded = load_external(checkpoint, config["model"], config.get("frontend"), test.class_names, device)
+    else:
+        loaded = load_checkpoint(checkpoint, device)
+        test = build_datasets(config["dataset"]).test
     planned_frontend = dict(config.get("frontend") or {})
     if loaded.config.get("frontend") and dict(loaded.config["frontend"]) != planned_frontend:
         raise ValueError(f"checkpoint {checkpoint} was trained with frontend {loaded.config['frontend']}, "

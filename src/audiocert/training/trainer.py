@@ -14,6 +14,7 @@ from omegaconf import DictConfig
 from audiocert.checkpoint import build_frontend, build_model
 from audiocert.data import CropDataset, DataBundle, build_datasets
 from audiocert.devices import resolve_device
+from audiocert.external import ChainFrontend, is_external
 from audiocert.frontend import DeepSpeakerFrontend
 from audiocert.model import ResCNN
 from audiocert.training.budget import BudgetTimer, batches
@@ -112,6 +113,8 @@ def set_up(cfg: DictConfig, resolved: dict[str, Any], output_dir: Path) -> Train
         sample_rate=int(cfg.dataset.sample_rate), resample=bool(cfg.dataset.resample),
     )
     frontend = build_frontend(cfg.get("frontend")).to(device)
+    if is_external(cfg.model):  # a user's network takes the chain at its input stage (augmented at or before it)
+        frontend = ChainFrontend(frontend, str(cfg.model.get("input") or "waveform"))
     initial_rng = torch.get_rng_state()  # a resume that fails starts from the weights a fresh run would have
     model, optimizer, scheduler = new_model_and_optimizer(cfg, len(bundle.speakers), device)
     batch_size = int(cfg.train.batch_size)

@@ -13,6 +13,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from audiocert.algorithms import Algorithm, make_algorithm
 from audiocert.devices import resolve_device
+from audiocert.external import external_quantities, is_external, sha256_of
 from audiocert.provenance import (
     code_version,
     file_digest,
@@ -85,6 +86,9 @@ def certified_quantities(cfg: DictConfig | Mapping[str, Any], device_type: str |
         "device_type": device_type or shard_device_type(cfg),  # CPU fp32 and CUDA bf16: two base classifiers
         "shard": resolved["certify"]["shard"],
         "seed": int(resolved["seed"]),
+        # A user's network: its module path, constructor args, input stage and classes (absent for the ResCNN,
+        # whose configs' hashes stay what they were).
+        **({"model": external_quantities(resolved["model"])} if is_external(resolved.get("model")) else {}),
     }
 
 
@@ -103,6 +107,8 @@ def make_plan(cfg: DictConfig) -> dict[str, Any]:
         )
     quantities = certified_quantities(cfg)
     quantities["checkpoint_digest"] = file_digest(checkpoint)
+    if "model" in quantities:  # an external model's weights, by their full SHA-256 (provenance)
+        quantities["weights_sha256"] = sha256_of(checkpoint)
     config_hash = stable_hash(quantities)
     resolved = OmegaConf.to_container(cfg, resolve=True)
     _, test = load_certified_setup(resolved, checkpoint)
@@ -159,6 +165,8 @@ def check_plan_consistency(plan: Mapping[str, Any]) -> None:
     quantities = plan["quantities"]
     expected = certified_quantities(plan["config"], device_type=quantities["device_type"])
     expected["checkpoint_digest"] = quantities.get("checkpoint_digest")
+    if "weights_sha256" in quantities:
+        expected["weights_sha256"] = quantities["weights_sha256"]
     differ = sorted(k for k in set(expected) | set(quantities) if expected.get(k) != quantities.get(k))
     require(not differ, f"its quantities {differ} differ from what its config says")
 

@@ -16,6 +16,7 @@ from typing import Any
 import numpy as np
 
 from audiocert.algorithms import make_algorithm
+from audiocert.external import is_external, net_spec
 from audiocert.kinds.certify.certificates import certificates_digest, certificates_tsv
 from audiocert.kinds.certify.counts import settled
 from audiocert.provenance import atomic_write_json, atomic_write_text, code_version, seal
@@ -127,6 +128,8 @@ def certification_provenance(plan: Mapping[str, Any], found: ShardInventory, alg
         "device_type": q["device_type"], "inputs_digest": plan["inputs_digest"],
         "inputs": plan["inputs"],
         "semantics": semantics,
+        # A user's network: module path, constructor args, input stage, classes and the weights' SHA-256.
+        **({"model": q["model"], "weights_sha256": q.get("weights_sha256")} if "model" in q else {}),
     }
 
 
@@ -166,6 +169,23 @@ def degenerate(predicted: np.ndarray, correct: np.ndarray, classes: int) -> str 
 def certificate_semantics(config: Mapping[str, Any], stage: str) -> dict[str, Any]:
     """The reporting items of Park et al.: what is certified, where the noise enters, and so on."""
     representation = config.get("representation", {})
+    if is_external(config.get("model")):
+        return {**_semantics(representation, stage), **external_semantics(config["model"], stage)}
+    return _semantics(representation, stage)
+
+
+def external_semantics(model: Mapping[str, Any], stage: str) -> dict[str, Any]:
+    """What a user's network changes in the reporting items: which model, and what f does after the noise."""
+    spec = net_spec(model)
+    where = str(model.get("input") or "waveform")
+    between = "" if where == stage else f"audiocert's frontend from '{stage}' to '{where}', then "
+    return {"model": f"{spec['target']}({', '.join(f'{k}={v!r}' for k, v in spec['args'].items())}), a user's "
+                     f"network whose input is the '{where}' stage of the chain",
+            "post_noise_modification": f"none outside f: {between}the user's network {spec['target']} (whatever "
+                                       "feature extraction it does inside is part of f)"}
+
+
+def _semantics(representation: Mapping[str, Any], stage: str) -> dict[str, Any]:
     return {
         "certified_object": stage_entry(stage).certified_object,
         "perturbation_location": f"input of the base classifier at frontend stage '{stage}'",

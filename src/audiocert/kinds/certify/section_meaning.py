@@ -80,6 +80,8 @@ def config_meaning(r: ConfigResult, clean: Mapping[str, Any], lipschitz: Mapping
     units = stage_units(r.stage)
     terms = waveform_terms(r, lipschitz)
     lines = [f"### {r.name} (`{r.config_hash[:8]}`)", ""]
+    if semantics.get("model"):  # a user's network (model=external); the ResCNN's configs carry no such item
+        lines.append(f"- **Model:** {semantics['model']}")
     lines.append(f"- **Certified object:** {semantics.get('certified_object', r.stage)}")
     lines.append(f"- **Perturbation location:** {semantics.get('perturbation_location', r.stage)}")
     lines.append(f"- **Gain policy:** {semantics.get('gain_policy', 'not recorded')}")
