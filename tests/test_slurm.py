@@ -478,6 +478,51 @@ def test_an_attack_on_slurm_gives_the_results_of_one_process(cluster, trained, r
     assert None not in tasks and len(tasks) == 4
 
 
+WRAPPED = ("representation=magspec", "certify.shard.examples=2")  # 8 points: 4 example blocks x 2 sample chunks
+
+
+def test_a_users_network_on_slurm_certifies_what_the_builtin_does_and_its_attack_follows(cluster, trained,
+                                                                                        references, tmp_path):
+    """model=external on the cluster: a user's package (outside audiocert, reaching the jobs through PYTHONPATH,
+    as sbatch exports the environment) that wraps the trained ResCNN gets the single-process built-in's
+    certificates; `attack certified=DIR` then runs on SLURM on that certification's config."""
+    import torch
+    from test_external_model import USER_PACKAGE
+
+    runs = trained["runs"]
+    package = tmp_path / "userpkg" / "usernets"
+    package.mkdir(parents=True)
+    (package / "__init__.py").write_text(USER_PACKAGE)
+    state = torch.load(trained["dir"] / "best.pt", weights_only=True)
+    weights = tmp_path / "wrapped.pt"
+    torch.save({f"inner.{k}": v for k, v in state["model"].items()}, weights)
+    external = ["model=external", "model.net._target_=usernets.WrappedResCNN", "+model.net.num_classes=4",
+                "+model.net.widths=[4,8,8,16]", "model.input=mfbe", f"model.weights={weights}"]
+    given = [o for o in certify_overrides(trained, "slurm-user", "launcher=slurm", "launcher.wait=true", ONE,
+                                          *WRAPPED) if not o.startswith("model.")]
+    old = os.environ.get("PYTHONPATH")
+    os.environ["PYTHONPATH"] = os.pathsep.join(p for p in (str(tmp_path / "userpkg"), old) if p)
+    try:
+        run_cli(["certify", *given, *external], runs)
+        [config] = config_dirs(runs / "sweeps" / "slurm-user")
+        [expected] = references.certificates(*WRAPPED).values()
+        assert read_certs(config) == expected
+        attacked = run_cli(["attack", f"certified={config}", "launcher=slurm", "launcher.wait=true", ONE, *ATTACK],
+                           runs)
+    finally:
+        if old is None:
+            del os.environ["PYTHONPATH"]
+        else:
+            os.environ["PYTHONPATH"] = old
+    assert "points attacked at 2 budget(s)" in attacked.stdout + attacked.stderr
+    [attack_dir] = config.glob("attack-*")
+    summary = json.loads((attack_dir / "summary.json").read_text())
+    assert summary["points"] == 8 and summary["certificates"] == "reduced"
+    for directory in (config, attack_dir):
+        tasks = {json.loads(p.read_text())["slurm_task"] for p in (directory / "shards").glob("*.json")}
+        assert None not in tasks and len(tasks) == 4  # every shard imported the user's package in a SLURM job
+
+
 # What each test compares with (the work and its overrides), for the `references` fixture to start in test order.
 COMPARED_WITH = {
     "test_sweep_on_slurm_matches_single_process_then_resumes": [(reference, *SWEEP)],
@@ -488,4 +533,5 @@ COMPARED_WITH = {
     "test_transient_refusals_are_retried_and_a_permanent_one_fails_only_its_config": [(reference, *SWEEP)],
     "test_a_submission_cut_off_midway_is_visible_and_a_rerun_submits_nothing_twice": [(reference, *CUT)],
     "test_an_attack_on_slurm_gives_the_results_of_one_process": [(attack_reference,)],
+    "test_a_users_network_on_slurm_certifies_what_the_builtin_does_and_its_attack_follows": [(reference, *WRAPPED)],
 }
