@@ -109,6 +109,18 @@ def _key(item: Any) -> str:
     return item.key or "/".join(item.nested_key)
 
 
+def _put(target: dict[str, Any], item: Any, value: Any) -> None:
+    """A value under its key, or (wandb-core splits a logged dict, a table or a media object, into one item per
+    leaf with a nested key) under its nested keys, so ``row["certificates"]["_type"]`` reads as it was logged."""
+    if item.key or not item.nested_key:
+        target[item.key] = value
+        return
+    *path, last = item.nested_key
+    for part in path:
+        target = target.setdefault(part, {})
+    target[last] = value
+
+
 def read_run(path: str | Path) -> RunFile:
     """Parse one ``.wandb`` file (or the run directory holding it)."""
     path = Path(path)
@@ -130,13 +142,15 @@ def read_run(path: str | Path) -> RunFile:
             for item in r.config.update:
                 run.config[_key(item)] = json.loads(item.value_json)
         elif which == "history":
-            row = {_key(item): _history_value(item) for item in record.history.item}
+            row: dict[str, Any] = {}
+            for item in record.history.item:
+                _put(row, item, _history_value(item))
             if record.history.HasField("step"):
                 row.setdefault("_step", record.history.step.num)
             run.history.append(row)
         elif which == "summary":
             for item in record.summary.update:
-                run.summary[_key(item)] = json.loads(item.value_json)
+                _put(run.summary, item, json.loads(item.value_json))
             for item in record.summary.remove:
                 run.summary.pop(_key(item), None)
         elif which == "config":

@@ -14,6 +14,7 @@ import argparse
 import contextlib
 import json
 import logging
+import math
 import os
 import sys
 import tempfile
@@ -372,8 +373,20 @@ def cmd_status(argv: list[str]) -> None:
     parser = argparse.ArgumentParser(prog="audiocert status", description=SUBCOMMANDS["status"])
     parser.add_argument("directory", type=Path, help="a sweep directory (runs/sweeps/NAME) or a config directory")
     parser.add_argument("--watch", type=float, default=0, metavar="SECONDS", help="refresh every SECONDS")
+    parser.add_argument("--wandb", choices=["offline", "online", "disabled"], default="disabled",
+                        help="also be the sweep's W&B monitor (on a SLURM login node): log each config's progress "
+                             "and partial results as its shard files land, then its results (default: disabled)")
+    parser.add_argument("--wandb-sync", action="store_true",
+                        help="with --wandb offline: run `wandb sync` on the sweep's runs after each refresh")
     args = parser.parse_args(argv)
-    print_status(args.directory, watch=args.watch)
+    if not math.isfinite(args.watch) or args.watch < 0:
+        raise SystemExit(f"audiocert status: --watch={args.watch}: must be a finite number of seconds >= 0")
+    monitor = None
+    if args.wandb != "disabled":
+        from audiocert.monitor import SweepMonitor
+
+        monitor = SweepMonitor.of_sweep(args.directory, {"mode": args.wandb})
+    print_status(args.directory, watch=args.watch, monitor=monitor, sync=args.wandb_sync)
 
 
 def cmd_radius_table(argv: list[str]) -> None:

@@ -89,7 +89,14 @@ class WorkKind:
 
     def wandb_spec(self, config_dir: Path, plan: Mapping[str, Any]) -> dict[str, Any]:
         """What its W&B run logs once reduced: {"tables": {name: {columns, data}}, "lines": [{table, x, y, title,
-        key?}], "summary": {key: value}}."""
+        key?}], "summary": {key: value}, "media": [{key, path, type: audio | image, caption}], "artifacts":
+        [{name, type, files, references, metadata}], "comparison": {column: value} (its row in the sweep's
+        comparison table)}."""
+        return {}
+
+    def live_spec(self, config_dir: Path, plan: Mapping[str, Any]) -> dict[str, Any]:
+        """What its W&B run shows while it runs, from the shard files so far: {"scalars": {key: value}, "tables":
+        {name: {columns, data}}}; none by default (the monitor logs the progress of every kind)."""
         return {}
 
 

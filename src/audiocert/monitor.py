@@ -1,0 +1,186 @@
+"""The monitor: the one writer of a sweep's W&B runs, reading the sweep's files (files are the truth).
+
+It runs inside the local and debug launchers (a background thread, so W&B never delays a shard: a slow or failing
+``wandb.init`` costs only the live view) and, for SLURM, on the login node (``audiocert status --watch SECONDS
+--wandb MODE SWEEP_DIR``); compute nodes never talk to W&B. Each poll, for every config: open (or resume) its run,
+log the shards that landed and the kind's live rows, or, once the config is reduced, its results, then finish the
+run. When every config is logged, one sweep-level run (job_type sweep) gets the table comparing them. A monitor
+that dies costs only the live view: the next one resumes each run from its wandb_run.json.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+from audiocert.kinds import kind_of
+from audiocert.provenance import CorruptFileError, atomic_write_json
+from audiocert.shards import config_dirs, has_results, read_plan
+from audiocert.tracking import (
+    RUN_FILE,
+    ConfigRun,
+    init_run,
+    logging_failed,
+    logging_off,
+    open_config_run,
+    read_run_file,
+    run_id,
+    run_info,
+)
+
+log = logging.getLogger(__name__)
+
+
+def sweep_name_of(config_dir: Path) -> str:
+    """The sweep (W&B group) a config directory belongs to: its plan's, else its parent directory's name."""
+    try:
+        return str(read_plan(config_dir)["config"]["sweep"]["name"])
+    except (OSError, ValueError, KeyError, TypeError):
+        return Path(config_dir).parent.name
+
+
+class SweepMonitor:
+    """Polls a sweep's config directories and keeps each config's W&B run up to date (see the module doc)."""
+
+    def __init__(self, directories: Sequence[str | Path], logger_cfg: Mapping[str, Any],
+                 sweep_dir: str | Path | None = None) -> None:
+        self.dirs = [Path(d) for d in directories]
+        self.logger_cfg = dict(logger_cfg)
+        self.sweep_dir = Path(sweep_dir) if sweep_dir else (self.dirs[0].parent if self.dirs else None)
+        self.runs: dict[Path, ConfigRun | None] = {}
+        self.done: set[Path] = set()
+        self.compared = False
+
+    @classmethod
+    def of_sweep(cls, sweep_dir: str | Path, logger_cfg: Mapping[str, Any]) -> SweepMonitor:
+        return cls(config_dirs(sweep_dir), logger_cfg, sweep_dir)
+
+    @property
+    def enabled(self) -> bool:
+        return self.logger_cfg.get("mode", "offline") != "disabled" and not logging_off()
+
+    def poll(self) -> bool:
+        """One look at every config; True once every config's final results are logged (or W&B is off)."""
+        for config_dir in self.dirs:
+            if config_dir in self.done or not self.enabled:
+                continue
+            try:
+                self.poll_config(config_dir)
+            except Exception as error:  # a damaged file in one config: its run waits, the others go on
+                log.debug("monitor: %s: %s", config_dir, error)
+        finished = not self.enabled or len(self.done) == len(self.dirs)
+        if finished and self.enabled and not self.compared:
+            self.compared = True
+            log_comparison(self.dirs, self.logger_cfg, self.sweep_dir)
+        return finished
+
+    def poll_config(self, config_dir: Path) -> None:
+        plan = read_plan(config_dir)
+        reduced = has_results(config_dir, plan)
+        if reduced and read_run_file(config_dir).get("final") and config_dir not in self.runs:
+            self.done.add(config_dir)  # logged by an earlier writer
+            return
+        if config_dir not in self.runs:
+            self.runs[config_dir] = open_config_run(config_dir, self.logger_cfg, sweep_name_of(config_dir))
+        run = self.runs[config_dir]
+        if run is None or run.broken:
+            self.done.add(config_dir)
+            return
+        if reduced:
+            run.log_results()
+            run.finish()
+            self.done.add(config_dir)
+        else:
+            run.log_progress()
+
+    def close(self) -> None:
+        """Finish the runs still open (a config not yet reduced): the next monitor resumes them."""
+        for config_dir, run in self.runs.items():
+            if run is not None and config_dir not in self.done:
+                run.finish()
+                self.done.add(config_dir)
+
+    def watch(self, interval_s: float, stop: threading.Event | None = None) -> None:
+        """Poll every ``interval_s`` until every config is logged or ``stop`` is set; then a last poll."""
+        try:
+            while not self.poll():
+                if stop is not None and stop.wait(interval_s):
+                    self.poll()
+                    break
+                if stop is None:
+                    time.sleep(interval_s)
+        finally:
+            self.close()
+
+
+class BackgroundMonitor:
+    """A SweepMonitor in a daemon thread: the launcher starts it before the first shard and stops it after the
+    reducers; results never wait for W&B beyond ``grace_s`` (then the live view is dropped, with one warning)."""
+
+    def __init__(self, monitor: SweepMonitor, interval_s: float = 20.0) -> None:
+        self.monitor, self.interval_s, self.stop_event = monitor, interval_s, threading.Event()
+        self.thread = threading.Thread(target=self._run, name="audiocert-wandb-monitor", daemon=True)
+
+    def _run(self) -> None:
+        try:
+            self.monitor.watch(self.interval_s, self.stop_event)
+        except Exception as error:  # the monitor is a view: its failure never reaches the results
+            logging_failed("the W&B monitor", error)
+
+    def start(self) -> BackgroundMonitor:
+        if self.monitor.enabled:
+            self.thread.start()
+        return self
+
+    def stop(self, grace_s: float | None = None) -> None:
+        if not self.thread.is_alive():
+            return
+        self.stop_event.set()
+        grace = float(self.monitor.logger_cfg.get("init_timeout_s") or 30.0) + 30.0 if grace_s is None else grace_s
+        self.thread.join(grace)
+        if self.thread.is_alive():
+            logging_failed("W&B (still busy after the results were written)",
+                           TimeoutError(f"no answer within {grace:.0f} s"))
+
+
+def comparison_rows(directories: Sequence[Path]) -> tuple[list[str], list[list[Any]]]:
+    """Every reduced config's row of the comparison table (its kind's spec says what it compares)."""
+    rows: list[dict[str, Any]] = []
+    for config_dir in directories:
+        try:
+            plan = read_plan(config_dir)
+            if has_results(config_dir, plan):
+                row = kind_of(plan).wandb_spec(config_dir, plan).get("comparison")
+                if row:
+                    rows.append({**row, "run_id": read_run_file(config_dir).get("run_id")})
+        except (OSError, ValueError, KeyError, CorruptFileError) as error:
+            log.debug("comparison: %s: %s", config_dir, error)
+    columns: list[str] = []
+    for row in rows:
+        columns += [c for c in row if c not in columns]
+    return columns, [[row.get(c) for c in columns] for row in rows]
+
+
+def log_comparison(directories: Sequence[Path], logger_cfg: Mapping[str, Any], sweep_dir: Path | None) -> None:
+    """The sweep-level run (job_type sweep): one table comparing every config; its place in sweep_dir/wandb_run.json."""
+    columns, data = comparison_rows(directories)
+    if not data or sweep_dir is None:
+        return
+    try:
+        import wandb
+
+        name = sweep_dir.name
+        run = init_run(wandb, logger_cfg, Path(logger_cfg.get("dir") or sweep_dir), group=name, job_type="sweep",
+                       name=f"{name} (sweep)", id=run_id(name, "sweep"), config={"sweep": name, "configs": len(data)})
+        run.log({"sweep/comparison": wandb.Table(columns=columns, data=data)})
+        for row in data:
+            run.summary[f"configs/{row[0]}"] = {c: v for c, v in zip(columns, row, strict=True)}
+        info = run_info(run, logger_cfg.get("mode", "offline"))
+        run.finish()
+        atomic_write_json(sweep_dir / RUN_FILE, {**info, "configs": len(data), "updated_at": time.time()})
+    except Exception as error:
+        logging_failed("logging the sweep's comparison", error)

@@ -1,0 +1,140 @@
+"""The dashboard a researcher watches, read back from the offline run files with tests/wandb_reader.py: live rows
+(progress and the partial certified-accuracy curve with its band) written while the sweep ran, final summaries with
+intervals, media and artifacts, the sweep's comparison run; and W&B trouble costs neither results nor time."""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+
+import pytest
+from conftest import certify_overrides, run_cli
+from wandb_reader import read_run, read_runs
+
+from audiocert.shards import PLAN_FILE
+from audiocert.statistics import REPORT_RADII
+
+pytestmark = pytest.mark.slow
+
+
+def with_logger(args: list[str], *logger: str) -> list[str]:
+    return [a for a in args if not a.startswith("logger.mode=")] + list(logger)
+
+
+def shard_finish_times(config_dir: Path) -> list[float]:
+    return sorted(json.loads(p.read_text())["finished_at"] for p in (config_dir / "shards").glob("*.json"))
+
+
+def config_run(config_dir: Path):
+    info = json.loads((config_dir / "wandb_run.json").read_text())
+    return info, [read_run(p) for p in sorted(Path(info["run_dir"]).parent.glob(f"*-{info['run_id']}/*.wandb"))]
+
+
+def check_final_run(config_dir: Path, runs) -> None:
+    """The final rows: summaries with intervals at every report radius, clean accuracies, the certificates."""
+    summary = json.loads((config_dir / "summary.json").read_text())
+    final = runs[-1].summary
+    for radius in REPORT_RADII:
+        key = f"r={radius:g}"
+        low, high = final[f"certified_accuracy_low/{key}"], final[f"certified_accuracy_high/{key}"]
+        assert low <= final[f"certified_accuracy/{key}"] <= high
+        assert [low, high] == pytest.approx(summary["certified_accuracy_interval"][f"{radius:g}"])
+    assert final["clean_accuracy/g_certify"] == summary["smoothed_accuracy"]
+    assert final["clean_accuracy/g_certify_low"] <= final["clean_accuracy/g_certify"] <= final[
+        "clean_accuracy/g_certify_high"]
+    assert final["abstain_fraction"] == summary["abstain_fraction"] and "is_degenerate" in final
+    assert any(a["type"] == "certificates" for r in runs for a in r.artifacts)
+    assert any("certificates" in row for r in runs for row in r.history)
+
+
+def test_local_sweep_logs_live_rows_before_the_results(trained):
+    runs_dir, sweep = trained["runs"], "dashboard-local"
+    args = with_logger(["certify", *certify_overrides(trained, sweep, "launcher=local", "launcher.workers=1",
+                                                      "certify.shard.samples=10")],
+                       "logger.mode=offline", "logger.live_interval_s=1")
+    run_cli(args, runs_dir)
+    [config] = [p.parent for p in (runs_dir / "sweeps" / sweep).glob(f"*/{PLAN_FILE}")]
+    info, runs = config_run(config)
+    rows = [row for r in runs for row in r.history]
+    live = [row for row in rows if "live/points_finished" in row]
+    finished = shard_finish_times(config)
+    # Live rows logged while shards were still landing: a partial curve over fewer points than the plan's.
+    early = [row for row in live if row["_timestamp"] < finished[-1]]
+    assert early, (finished, [row["_timestamp"] for row in live])
+    assert all(row["live/points_finished"] <= row["live/points_total"] for row in live)
+    curve = [row for row in live if "live/certified_accuracy/r=0.25" in row]
+    assert curve and all(row["live/certified_accuracy_low/r=0.25"] <= row["live/certified_accuracy/r=0.25"]
+                         <= row["live/certified_accuracy_high/r=0.25"] for row in curve)
+    assert len([row for row in rows if "progress/shard_finished_at" in row]) == len(finished)
+    check_final_run(config, runs)
+    assert runs[0].job_type == "certify" and runs[0].run_id == info["run_id"]
+    status = run_cli(["status", str(runs_dir / "sweeps" / sweep)], runs_dir).stdout
+    assert f"W&B run: {info['run_dir']}" in status
+    sweep_runs = read_runs(Path(info["run_dir"]).parent)
+    [comparison] = [r for rs in sweep_runs.values() for r in rs if r.job_type == "sweep"]
+    [table_row] = [row for row in comparison.history if "sweep/comparison" in row]
+    assert table_row["sweep/comparison"]["_type"] == "table-file"
+
+
+def test_wandb_trouble_costs_no_time(trained, monkeypatch):
+    """Online with a wrong key and no server: results at once, exit 0, one warning; never wandb's 90 s wait."""
+    runs_dir, sweep = trained["runs"], "dashboard-no-server"
+    monkeypatch.setenv("WANDB_API_KEY", "x" * 40)
+    monkeypatch.setenv("WANDB_BASE_URL", "http://127.0.0.1:9")  # nothing listens there
+    args = with_logger(["certify", *certify_overrides(trained, sweep, "launcher=local")],
+                       "logger.mode=online", "logger.init_timeout_s=5")
+    started = time.monotonic()
+    result = run_cli(args, runs_dir)
+    elapsed = time.monotonic() - started
+    [config] = [p.parent for p in (runs_dir / "sweeps" / sweep).glob(f"*/{PLAN_FILE}")]
+    assert (config / "certificates.tsv").is_file() and "certified" in result.stdout
+    output = result.stdout + result.stderr
+    assert output.count("W&B logging disabled") <= 1, output[-3000:]
+    assert elapsed < 45, elapsed
+
+
+@pytest.mark.slurm
+def test_slurm_sweep_watched_from_the_login_node(trained):
+    """A SLURM sweep (compute nodes never touch W&B) watched by `audiocert status --watch --wandb` in another
+    process: the configs' runs hold progress and partial-curve rows logged before the last shard finished, then the
+    final results in the same run; the sweep run compares the configs."""
+    import os
+    import subprocess
+    import sys
+
+    from conftest import REPO
+
+    if os.geteuid() != 0:
+        pytest.fail("the SLURM tests start slurm/cluster.sh, which needs root: run them as root (as CI does)")
+    started = subprocess.run(["bash", "slurm/cluster.sh", "start"], cwd=REPO, capture_output=True, text=True,
+                             timeout=900)
+    assert started.returncode == 0, started.stdout + started.stderr
+    runs_dir, sweep = trained["runs"], "dashboard-slurm"
+    sweep_dir = runs_dir / "sweeps" / sweep
+    args = with_logger(["certify", *certify_overrides(
+        trained, sweep, "launcher=slurm", "launcher.shards_per_task=1", "launcher.array_parallelism=1",
+        "certify.n=200", "certify.shard.samples=100")], "logger.mode=offline")  # 4 one-shard tasks in turn
+    result = run_cli(args, runs_dir)  # submits and returns: the jobs run on the cluster
+    assert "status --watch 30 --wandb offline" in result.stderr + result.stdout
+    env = {**os.environ, "AUDIOCERT_RUNS_DIR": str(runs_dir)}
+    monitor = subprocess.run([sys.executable, "-m", "audiocert.cli", "status", "--watch", "1", "--wandb", "offline",
+                              str(sweep_dir)], cwd=REPO, env=env, capture_output=True, text=True, timeout=300)
+    assert monitor.returncode == 0, monitor.stderr[-3000:]
+    dirs = sorted(p.parent for p in sweep_dir.glob(f"*/{PLAN_FILE}"))
+    assert len(dirs) == 1
+    early_rows = 0
+    for config in dirs:
+        info, runs = config_run(config)
+        assert len({r.run_id for r in runs}) == 1 and runs[0].job_type == "certify"
+        finished = shard_finish_times(config)
+        rows = [row for r in runs for row in r.history]
+        early = [row for row in rows if row["_timestamp"] < finished[-1]]
+        early_rows += len([row for row in early if "live/points_finished" in row])
+        assert any("progress/shards_done" in row for row in early), (config, finished[-1])
+        check_final_run(config, runs)
+        # One writer: the monitor's one session (the reducer job, a compute node, opened no run of its own).
+        assert len(runs) == 1, [r.path for r in runs]
+    assert early_rows, "no partial curve was logged before a config's last shard finished"
+    assert "W&B run:" in monitor.stdout
+    assert (sweep_dir / "wandb_run.json").is_file()
