@@ -48,6 +48,24 @@ def check_final_run(config_dir: Path, runs) -> None:
     assert any("certificates" in row for r in runs for row in r.history)
 
 
+def check_training_link(trained: dict, certify_run) -> None:
+    """The training run (job_type train) holds its curves and checkpoint; the certification links to it."""
+    import hashlib
+
+    record = json.loads((trained["dir"] / "wandb_run.json").read_text())
+    [training] = [read_run(p) for p in Path(record["run_dir"]).glob("*.wandb")]
+    assert training.job_type == "train" and certify_run.config["training_run_id"] == training.run_id
+    epochs = training.rows_with("train/loss")
+    assert [row["train/epoch"] for row in epochs] == [1, 2, 3]  # the fixture trains 3 epochs
+    assert all(row["train/lr"] > 0 and 0 <= row["train/val_accuracy"] <= 1 for row in epochs)
+    digest = hashlib.sha256((trained["dir"] / "best.pt").read_bytes()).hexdigest()
+    assert training.summary["best_checkpoint/sha256"] == digest
+    assert training.summary["clean_test_accuracy"] == trained["metrics"]["clean_test_accuracy"]
+    assert training.summary["augment/stage"] == "none" and "budget_used" in training.summary
+    assert any(a["type"] == "model" and a["manifest"][0][1].startswith("file://") for a in training.artifacts)
+    assert certify_run.config["checkpoint_sha256_16"] == digest[:16]
+
+
 def test_local_sweep_logs_live_rows_before_the_results(trained):
     runs_dir, sweep = trained["runs"], "dashboard-local"
     args = with_logger(["certify", *certify_overrides(trained, sweep, "launcher=local", "launcher.workers=1",
@@ -69,6 +87,7 @@ def test_local_sweep_logs_live_rows_before_the_results(trained):
     assert len([row for row in rows if "progress/shard_finished_at" in row]) == len(finished)
     check_final_run(config, runs)
     assert runs[0].job_type == "certify" and runs[0].run_id == info["run_id"]
+    check_training_link(trained, runs[0])
     status = run_cli(["status", str(runs_dir / "sweeps" / sweep)], runs_dir).stdout
     assert f"W&B run: {info['run_dir']}" in status
     sweep_runs = read_runs(Path(info["run_dir"]).parent)

@@ -62,7 +62,8 @@ def test_report_tables_agree_with_certificate_files(demo):
 
 def test_wandb_offline_runs_hold_the_curves(demo):
     runs = sorted((demo["sweep"] / "wandb").glob("offline-run-*"))
-    assert len(runs) == 9
+    sweep_run = json.loads((demo["sweep"] / "wandb_run.json").read_text())["run_id"]
+    assert len(runs) == 9 + 1 and len([r for r in runs if r.name.endswith(f"-{sweep_run}")]) == 1  # + the sweep's
     for d in demo["dirs"]:
         info = json.loads((d / "wandb_run.json").read_text())
         assert info["mode"] == "offline" and info["sync"].startswith("wandb sync ")

@@ -278,6 +278,13 @@ def task_train(cfg) -> None:
 
     ensure_dataset(cfg.dataset)
     metrics = run_training(cfg, cfg.output_dir)
+    from omegaconf import OmegaConf
+
+    from audiocert.tracking_training import log_training_run
+
+    resolved = OmegaConf.to_container(cfg, resolve=True)
+    logger = resolved.pop("logger", None)
+    log_training_run(cfg.output_dir, metrics, logger, resolved, str(cfg.run_name))
     position = metrics.get("position") or {}
     stopped = ""
     if metrics.get("stopped_by_budget"):

@@ -88,13 +88,16 @@ def run_info(run: Any, mode: str) -> dict[str, Any]:
             "sync": f"wandb sync {run_dir}" if mode == "offline" else None}
 
 
-def training_link(checkpoint: str | None) -> dict[str, Any]:
-    """The training run that made a checkpoint (its output directory's wandb_run.json), for the config."""
-    if not checkpoint:
+def training_link(checkpoint: str | None, digest: str | None) -> dict[str, Any]:
+    """The training run that made a checkpoint (its output directory's wandb_run.json, when it logged this very
+    checkpoint: same digest), for the config of a run that uses it."""
+    if not checkpoint or not digest:
         return {}
     record = read_run_file(Path(checkpoint).parent)
+    if not record.get("run_id") or not str(record.get("checkpoint_sha256", "")).startswith(digest):
+        return {}
     return {"training_run_id": record["run_id"], "training_run_dir": record.get("run_dir"),
-            "training_run_url": record.get("url")} if record.get("run_id") else {}
+            "training_run_url": record.get("url")}
 
 
 class ConfigRun:
@@ -122,7 +125,7 @@ class ConfigRun:
                                           "checkpoint_path": self.plan.get("checkpoint"),
                                           "checkpoint_sha256_16": digest,
                                           "checkpoint_artifact": f"checkpoint-{digest}" if digest else None,
-                                          **training_link(self.plan.get("checkpoint"))},
+                                          **training_link(self.plan.get("checkpoint"), digest)},
             tags=[quantities["stage"], f"sigma={quantities['sigma']:g}", self.plan["config"]["dataset"]["name"]],
         )
         self.step = int(stored.get("step", -1))
