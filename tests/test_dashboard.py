@@ -16,6 +16,8 @@ from audiocert.shards import PLAN_FILE
 from audiocert.statistics import REPORT_RADII
 
 pytestmark = pytest.mark.slow
+ATTACK = ("attack.steps=2", "attack.samples=4", "attack.n=30", "attack.eps=[0.5,4.0]", "attack.shard.examples=2",
+          "attack.batch_size=8")
 
 
 def with_logger(args: list[str], *logger: str) -> list[str]:
@@ -94,6 +96,35 @@ def test_local_sweep_logs_live_rows_before_the_results(trained):
     [comparison] = [r for rs in sweep_runs.values() for r in rs if r.job_type == "sweep"]
     [table_row] = [row for row in comparison.history if "sweep/comparison" in row]
     assert table_row["sweep/comparison"]["_type"] == "table-file"
+    assert comparison.summary[f"configs/{runs[0].name}"]["sigma"] == 0.25
+
+    # An attack of the same config: its own run with bounds and intervals, and the attacked example as media.
+    attack = with_logger(["attack", *certify_overrides(trained, sweep, "launcher=debug", "certify.shard.samples=10",
+                                                        *ATTACK)], "logger.mode=offline")
+    run_cli(attack, runs_dir)
+    [attack_dir] = config.glob("attack-*")
+    _, [attack_run] = config_run(attack_dir)
+    assert attack_run.job_type == "attack"
+    assert attack_run.summary["attack/g_robust_upper_low/eps=4"] <= attack_run.summary["attack/g_robust_upper/eps=4"]
+    assert "attack/g_clean_accuracy_high" in attack_run.summary
+    media = {k: v["_type"] for row in attack_run.history for k, v in row.items() if k.startswith("attack/example")}
+    assert (attack_dir / "example_clean.wav").is_file() == ("attack/example_clean" in media)
+    assert (attack_dir / "example.png").is_file() == (media.get("attack/example_spectrogram") == "image-file")
+    if (attack_dir / "example.wav").is_file():
+        assert media["attack/example_attacked"] == "audio-file"
+        assert (Path(attack_run.path).parent / "files" / attack_run.history[-1]["attack/example_attacked"]["path"]
+                ).is_file()
+
+    # The report's figures, as images in the sweep run (resumed: same id).
+    run_cli(["report", "--wandb", "offline", str(runs_dir / "sweeps" / sweep)], runs_dir)
+    sessions = read_runs(Path(info["run_dir"]).parent)[comparison.run_id]
+    images = [k for r in sessions for row in r.history for k, v in row.items()
+              if k.startswith("report/") and v.get("_type") == "image-file"]
+    assert images and any(a["type"] == "report" for r in sessions for a in r.artifacts)
+    # After the attack the sweep's comparison holds both configs (the certification's and the attack's).
+    assert max(r.summary.get("configs", 0) for r in sessions) == 2
+    steps = [row["_step"] for r in sessions for row in r.history]
+    assert steps == sorted(set(steps))  # each session goes on from the step the last one reached
 
 
 def test_wandb_trouble_costs_no_time(trained, monkeypatch):

@@ -278,13 +278,9 @@ def task_train(cfg) -> None:
 
     ensure_dataset(cfg.dataset)
     metrics = run_training(cfg, cfg.output_dir)
-    from omegaconf import OmegaConf
+    from audiocert.tracking_training import log_training_command
 
-    from audiocert.tracking_training import log_training_run
-
-    resolved = OmegaConf.to_container(cfg, resolve=True)
-    logger = resolved.pop("logger", None)
-    log_training_run(cfg.output_dir, metrics, logger, resolved, str(cfg.run_name))
+    log_training_command(cfg, metrics)
     position = metrics.get("position") or {}
     stopped = ""
     if metrics.get("stopped_by_budget"):
@@ -388,11 +384,9 @@ def cmd_status(argv: list[str]) -> None:
     args = parser.parse_args(argv)
     if not math.isfinite(args.watch) or args.watch < 0:
         raise SystemExit(f"audiocert status: --watch={args.watch}: must be a finite number of seconds >= 0")
-    monitor = None
-    if args.wandb != "disabled":
-        from audiocert.monitor import SweepMonitor
+    from audiocert.monitor import SweepMonitor
 
-        monitor = SweepMonitor.of_sweep(args.directory, {"mode": args.wandb})
+    monitor = SweepMonitor.of_sweep(args.directory, {"mode": args.wandb}) if args.wandb != "disabled" else None
     print_status(args.directory, watch=args.watch, monitor=monitor, sync=args.wandb_sync)
 
 
@@ -430,8 +424,15 @@ def cmd_report(argv: list[str]) -> None:
     parser.add_argument("--radii", type=float, nargs="+", default=None)
     parser.add_argument("--include-superseded", action="store_true",
                         help="also tabulate configs whose checkpoint file has changed since they were certified")
+    parser.add_argument("--wandb", choices=["offline", "online", "disabled"], default="disabled",
+                        help="also log the figures and the report to each sweep's W&B run (job_type sweep)")
     args = parser.parse_args(argv)
-    print(write_report(args.sweep_dir, args.output, radii=args.radii, include_superseded=args.include_superseded))
+    report = write_report(args.sweep_dir, args.output, radii=args.radii, include_superseded=args.include_superseded)
+    if args.wandb != "disabled":
+        from audiocert.monitor import log_report
+
+        log_report(args.sweep_dir, report, {"mode": args.wandb})
+    print(report)
 
 
 def task_stats(cfg) -> None:

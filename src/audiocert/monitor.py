@@ -166,21 +166,61 @@ def comparison_rows(directories: Sequence[Path]) -> tuple[list[str], list[list[A
 
 
 def log_comparison(directories: Sequence[Path], logger_cfg: Mapping[str, Any], sweep_dir: Path | None) -> None:
-    """The sweep-level run (job_type sweep): one table comparing every config; its place in sweep_dir/wandb_run.json."""
-    columns, data = comparison_rows(directories)
-    if not data or sweep_dir is None:
+    """The sweep-level run (job_type sweep): one table comparing every config of the sweep directory (not only
+    this command's), resumed by each command that finishes configs of the sweep; its place in wandb_run.json."""
+    if sweep_dir is None:
+        return
+    try:
+        columns, data = comparison_rows(config_dirs(sweep_dir) or list(directories))
+    except (OSError, ValueError) as error:
+        log.debug("comparison: %s: %s", sweep_dir, error)
+        columns, data = comparison_rows(directories)
+    if not data:
         return
     try:
         import wandb
 
         name = sweep_dir.name
+        stored = read_run_file(sweep_dir)
+        step = int(stored.get("step", -1)) + 1  # W&B keeps a resumed run's steps increasing
         run = init_run(wandb, logger_cfg, Path(logger_cfg.get("dir") or sweep_dir), group=name, job_type="sweep",
-                       name=f"{name} (sweep)", id=run_id(name, "sweep"), config={"sweep": name, "configs": len(data)})
-        run.log({"sweep/comparison": wandb.Table(columns=columns, data=data)})
+                       name=f"{name} (sweep)", id=stored.get("run_id") or run_id(name, "sweep"),
+                       config={"sweep": name})
+        run.log({"sweep/comparison": wandb.Table(columns=columns, data=data)}, step=step)
+        run.summary["configs"] = len(data)
         for row in data:
             run.summary[f"configs/{row[0]}"] = {c: v for c, v in zip(columns, row, strict=True)}
         info = run_info(run, logger_cfg.get("mode", "offline"))
         run.finish()
-        atomic_write_json(sweep_dir / RUN_FILE, {**info, "configs": len(data), "updated_at": time.time()})
+        atomic_write_json(sweep_dir / RUN_FILE, {**stored, **info, "configs": len(data), "step": step,
+                                                 "updated_at": time.time()})
     except Exception as error:
         logging_failed("logging the sweep's comparison", error)
+
+
+def log_report(sweep_dirs: Sequence[Path], report: Path, logger_cfg: Mapping[str, Any]) -> None:
+    """The report's figures as images and the report itself as an artifact, in each sweep's run (resumed)."""
+    if logger_cfg.get("mode", "offline") == "disabled":
+        return
+    figures = sorted(Path(report).parent.glob("*.png"))
+    for sweep_dir in sweep_dirs:
+        try:
+            import wandb
+
+            name = Path(sweep_dir).name
+            stored = read_run_file(Path(sweep_dir))
+            run = init_run(wandb, logger_cfg, Path(logger_cfg.get("dir") or sweep_dir), group=name,
+                           job_type="sweep", name=f"{name} (sweep)", id=stored.get("run_id") or run_id(name, "sweep"))
+            step = int(stored.get("step", 0)) + 1  # after the comparison's row: W&B keeps steps increasing
+            run.log({f"report/{f.stem}": wandb.Image(str(f), caption=f.name) for f in figures}, step=step)
+            artifact = wandb.Artifact(f"report-{name}", type="report")
+            artifact.add_file(str(report), name=Path(report).name)
+            for figure in figures:
+                artifact.add_file(str(figure), name=figure.name)
+            run.log_artifact(artifact)
+            info = run_info(run, logger_cfg.get("mode", "offline"))
+            run.finish()
+            atomic_write_json(Path(sweep_dir) / RUN_FILE, {**stored, **info, "step": step, "report": str(report),
+                                                           "updated_at": time.time()})
+        except Exception as error:
+            logging_failed("logging the report", error)

@@ -187,8 +187,9 @@ class ConfigRun:
             self.logged.add(record["index"])
             self.samples += record["samples"]
             wall = max(record["finished_at"] - started, 1e-9)
+            unit = self.kind.progress_unit
             self._row({"progress/shards_done": len(self.logged), "progress/fraction_done": len(self.logged) / total,
-                       "progress/samples": self.samples, "progress/samples_per_s": self.samples / wall,
+                       f"progress/{unit}": self.samples, f"progress/{unit}_per_s": self.samples / wall,
                        "progress/wall_s": wall, "progress/shard_finished_at": record["finished_at"]})
         if live and (new or time.time() - self.last_row >= HEARTBEAT_S):
             spec = self.kind.live_spec(self.config_dir, self.plan)

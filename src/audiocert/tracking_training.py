@@ -104,3 +104,12 @@ def log_training_run(output_dir: str | Path, metrics: Mapping[str, Any], logger_
     except Exception as error:
         logging_failed("logging the training run", error)
         return None
+
+
+def log_training_command(cfg: Any, metrics: Mapping[str, Any]) -> dict[str, Any] | None:
+    """The training run of a `train` command's composed config (its logger group says where, or disabled)."""
+    from omegaconf import OmegaConf
+
+    resolved = OmegaConf.to_container(cfg, resolve=True)
+    logger = resolved.pop("logger", None)
+    return log_training_run(cfg.output_dir, metrics, logger, resolved, str(cfg.run_name))

@@ -32,6 +32,7 @@ class WorkKind:
     payload_keys: tuple[str, ...] = ()  # the record fields the kind adds
     result_files: tuple[str, ...] = ("summary.json",)  # on disk once reduced (summary.json written last)
     done_word = "completed"  # what the CLI says of a config whose work is reduced
+    progress_unit = "samples"  # what a shard's "samples" counts, as W&B progress names it (points x ranges)
 
     @property
     def verb(self) -> str:
