@@ -16,6 +16,7 @@ from audiocert.shards import PLAN_FILE
 from audiocert.statistics import REPORT_RADII
 
 pytestmark = pytest.mark.slow
+LONGER = ("certify.n=1000", "certify.shard.samples=125")  # 16 shards over some seconds: the monitor sees them land
 ATTACK = ("attack.steps=2", "attack.samples=4", "attack.n=30", "attack.eps=[0.5,4.0]", "attack.shard.examples=2",
           "attack.batch_size=8")
 
@@ -71,7 +72,7 @@ def check_training_link(trained: dict, certify_run) -> None:
 def test_local_sweep_logs_live_rows_before_the_results(trained):
     runs_dir, sweep = trained["runs"], "dashboard-local"
     args = with_logger(["certify", *certify_overrides(trained, sweep, "launcher=local", "launcher.workers=1",
-                                                      "certify.shard.samples=10")],
+                                                      *LONGER)],
                        "logger.mode=offline", "logger.live_interval_s=1")
     run_cli(args, runs_dir)
     [config] = [p.parent for p in (runs_dir / "sweeps" / sweep).glob(f"*/{PLAN_FILE}")]
@@ -99,8 +100,8 @@ def test_local_sweep_logs_live_rows_before_the_results(trained):
     assert comparison.summary[f"configs/{runs[0].name}"]["sigma"] == 0.25
 
     # An attack of the same config: its own run with bounds and intervals, and the attacked example as media.
-    attack = with_logger(["attack", *certify_overrides(trained, sweep, "launcher=debug", "certify.shard.samples=10",
-                                                        *ATTACK)], "logger.mode=offline")
+    attack = with_logger(["attack", *certify_overrides(trained, sweep, "launcher=debug", *LONGER, *ATTACK)],
+                         "logger.mode=offline")
     run_cli(attack, runs_dir)
     [attack_dir] = config.glob("attack-*")
     _, [attack_run] = config_run(attack_dir)
@@ -132,16 +133,15 @@ def test_wandb_trouble_costs_no_time(trained, monkeypatch):
     runs_dir, sweep = trained["runs"], "dashboard-no-server"
     monkeypatch.setenv("WANDB_API_KEY", "x" * 40)
     monkeypatch.setenv("WANDB_BASE_URL", "http://127.0.0.1:9")  # nothing listens there
-    args = with_logger(["certify", *certify_overrides(trained, sweep, "launcher=local")],
-                       "logger.mode=online", "logger.init_timeout_s=5")
+    args = with_logger(["certify", *certify_overrides(trained, sweep, "launcher=local")], "logger.mode=online")
     started = time.monotonic()
     result = run_cli(args, runs_dir)
     elapsed = time.monotonic() - started
     [config] = [p.parent for p in (runs_dir / "sweeps" / sweep).glob(f"*/{PLAN_FILE}")]
     assert (config / "certificates.tsv").is_file() and "certified" in result.stdout
     output = result.stdout + result.stderr
-    assert output.count("W&B logging disabled") <= 1, output[-3000:]
-    assert elapsed < 45, elapsed
+    assert output.count("W&B logging disabled") == 1, output[-3000:]
+    assert elapsed < 25, elapsed  # the default init_timeout_s is 30 s: the command did not wait for it
 
 
 @pytest.mark.slurm

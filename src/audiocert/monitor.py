@@ -1,8 +1,9 @@
 """The monitor: the one writer of a sweep's W&B runs, reading the sweep's files (files are the truth).
 
-It runs inside the local and debug launchers (a background thread, so W&B never delays a shard: a slow or failing
-``wandb.init`` costs only the live view) and, for SLURM, on the login node (``audiocert status --watch SECONDS
---wandb MODE SWEEP_DIR``); compute nodes never talk to W&B. Each poll, for every config: open (or resume) its run,
+It runs beside the local and debug launchers (a child process of the command, so W&B never delays a shard: a
+slow or failing ``wandb.init`` costs only the live view) and, for SLURM, on the login node (``audiocert status
+--watch SECONDS --wandb MODE SWEEP_DIR``, or ``certify`` itself with ``launcher.wait=true``); compute nodes never
+talk to W&B. Each poll, for every config: open (or resume) its run,
 log the shards that landed and the kind's live rows, or, once the config is reduced, its results, then finish the
 run. When every config is logged, one sweep-level run (job_type sweep) gets the table comparing them. A monitor
 that dies costs only the live view: the next one resumes each run from its wandb_run.json.
@@ -10,7 +11,14 @@ that dies costs only the live view: the next one resumes each run from its wandb
 
 from __future__ import annotations
 
+import argparse
+import contextlib
+import json
 import logging
+import os
+import signal
+import subprocess
+import sys
 import threading
 import time
 from collections.abc import Mapping, Sequence
@@ -33,6 +41,7 @@ from audiocert.tracking import (
 )
 
 log = logging.getLogger(__name__)
+STARTING_GRACE_S = 5.0  # how long finished work waits for a W&B run that has not started yet
 
 
 def sweep_name_of(config_dir: Path) -> str:
@@ -117,34 +126,66 @@ class SweepMonitor:
             self.close()
 
 
-class BackgroundMonitor:
-    """A SweepMonitor in a daemon thread: the launcher starts it before the first shard and stops it after the
-    reducers; results never wait for W&B beyond ``grace_s`` (then the live view is dropped, with one warning)."""
+class MonitorProcess:
+    """A SweepMonitor in a child process of the command (``python -m audiocert.monitor``), started before the first
+    shard: W&B never runs in the command's own process, so it never delays a shard or a result. ``stop`` (after
+    the reducers) asks it for a last poll and waits for it, but when no run could even start by then (W&B
+    unreachable, a wrong key: wandb.init would wait ``init_timeout_s``) only ``STARTING_GRACE_S`` more; then the
+    child and its wandb service are killed, with the one warning, and the command ends with its results."""
 
-    def __init__(self, monitor: SweepMonitor, interval_s: float = 20.0) -> None:
-        self.monitor, self.interval_s, self.stop_event = monitor, interval_s, threading.Event()
-        self.thread = threading.Thread(target=self._run, name="audiocert-wandb-monitor", daemon=True)
+    def __init__(self, directories: Sequence[Path], logger_cfg: Mapping[str, Any], sweep_dir: Path,
+                 interval_s: float = 20.0) -> None:
+        self.dirs, self.logger_cfg, self.sweep_dir = [Path(d) for d in directories], dict(logger_cfg), sweep_dir
+        self.interval_s, self.process, self.started = interval_s, None, 0.0
 
-    def _run(self) -> None:
-        try:
-            self.monitor.watch(self.interval_s, self.stop_event)
-        except Exception as error:  # the monitor is a view: its failure never reaches the results
-            logging_failed("the W&B monitor", error)
-
-    def start(self) -> BackgroundMonitor:
-        if self.monitor.enabled:
-            self.thread.start()
+    def start(self) -> MonitorProcess:
+        if self.logger_cfg.get("mode", "offline") == "disabled" or logging_off():
+            return self
+        self.started = time.time()
+        command = [sys.executable, "-m", "audiocert.monitor", "--logger", json.dumps(self.logger_cfg),
+                   "--interval", str(self.interval_s), "--sweep-dir", str(self.sweep_dir), *map(str, self.dirs)]
+        try:  # its own session: stopping it stops the wandb service it started too
+            self.process = subprocess.Popen(command, stdin=subprocess.PIPE, stdout=subprocess.DEVNULL,
+                                            start_new_session=True, text=True)
+        except OSError as error:
+            logging_failed("starting the W&B monitor", error)
         return self
 
+    def runs_opened(self) -> bool:
+        """Whether the child has opened a run of this command's configs (it writes wandb_run.json on opening)."""
+        return any(float(read_run_file(d).get("updated_at") or 0) >= self.started for d in self.dirs)
+
     def stop(self, grace_s: float | None = None) -> None:
-        if not self.thread.is_alive():
+        if self.process is None or self.process.poll() is not None:
             return
-        self.stop_event.set()
-        grace = float(self.monitor.logger_cfg.get("init_timeout_s") or 30.0) + 30.0 if grace_s is None else grace_s
-        self.thread.join(grace)
-        if self.thread.is_alive():
-            logging_failed("W&B (still busy after the results were written)",
-                           TimeoutError(f"no answer within {grace:.0f} s"))
+        try:
+            self.process.stdin.write("stop\n")
+            self.process.stdin.close()
+        except OSError:  # it ended meanwhile
+            pass
+        grace = (120.0 if self.runs_opened() else STARTING_GRACE_S) if grace_s is None else grace_s
+        try:
+            self.process.wait(grace)
+        except subprocess.TimeoutExpired:
+            with contextlib.suppress(OSError):
+                os.killpg(self.process.pid, signal.SIGKILL)
+            self.process.wait()
+            logging_failed("W&B (no run started before the results were written)",
+                           TimeoutError(f"no answer within {grace:.0f} s; the monitor was stopped"))
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    """``python -m audiocert.monitor``: the child of MonitorProcess; a line on stdin (or its end) means stop."""
+    parser = argparse.ArgumentParser(prog="python -m audiocert.monitor")
+    parser.add_argument("--logger", required=True, help="the logger config as JSON")
+    parser.add_argument("--interval", type=float, default=20.0)
+    parser.add_argument("--sweep-dir", type=Path, required=True)
+    parser.add_argument("dirs", type=Path, nargs="+")
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="[%(asctime)s][%(name)s][%(levelname)s] - %(message)s")
+    stop = threading.Event()
+    threading.Thread(target=lambda: (sys.stdin.readline(), stop.set()), daemon=True).start()
+    SweepMonitor(args.dirs, json.loads(args.logger), args.sweep_dir).watch(args.interval, stop)
 
 
 def comparison_rows(directories: Sequence[Path]) -> tuple[list[str], list[list[Any]]]:
@@ -224,3 +265,7 @@ def log_report(sweep_dirs: Sequence[Path], report: Path, logger_cfg: Mapping[str
                                                            "updated_at": time.time()})
         except Exception as error:
             logging_failed("logging the report", error)
+
+
+if __name__ == "__main__":
+    main()

@@ -359,6 +359,7 @@ def print_status(directory: str | Path, watch: float = 0, monitor: Any = None, s
     """The status table, every ``watch`` seconds until no config is running. ``monitor``: a
     :class:`audiocert.monitor.SweepMonitor` to poll at each refresh (the login-node W&B monitor of a SLURM sweep),
     which also keeps going until every config's results are logged; ``sync``: `wandb sync` its runs each time."""
+    idle = 0
     try:
         while True:
             logged = monitor.poll() if monitor is not None else True
@@ -367,7 +368,8 @@ def print_status(directory: str | Path, watch: float = 0, monitor: Any = None, s
             rows = sweep_status(directory)
             print(format_status(directory, rows), flush=True)
             running = any(not (r["reduced"] or r["failed"] or r["activity"] != "alive") for r in rows)
-            if not watch or (not running and logged):
+            idle = 0 if running else idle + 1  # nothing runs: one more poll logs what was reduced meanwhile
+            if not watch or (not running and (logged or idle > 1)):
                 return
             time.sleep(watch)
             print()

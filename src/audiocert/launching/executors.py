@@ -16,7 +16,7 @@ import submitit
 
 from audiocert.kinds import kind_of
 from audiocert.launching.worker import ShardWorker
-from audiocert.monitor import BackgroundMonitor, SweepMonitor
+from audiocert.monitor import MonitorProcess
 from audiocert.progress import progress
 from audiocert.provenance import CorruptFileError, atomic_write_json, read_json
 from audiocert.shards import ShardInventory, inventory, known_shards, next_work, read_plan
@@ -39,11 +39,11 @@ def finalize_config(config_dir: str | Path, logger_cfg: Mapping[str, Any] | None
     return summary
 
 
-def start_monitor(entries: Sequence[Mapping[str, Any]]) -> BackgroundMonitor:
-    """The sweep's W&B monitor in a background thread (nothing when logging is disabled)."""
+def start_monitor(entries: Sequence[Mapping[str, Any]]) -> MonitorProcess:
+    """The sweep's W&B monitor in a child process (nothing when logging is disabled)."""
     logger = dict(entries[0].get("logger") or {"mode": "disabled"})
-    monitor = SweepMonitor([Path(e["config_dir"]) for e in entries], logger, Path(entries[0]["sweep_dir"]))
-    return BackgroundMonitor(monitor, float(logger.get("live_interval_s") or 20.0)).start()
+    return MonitorProcess([Path(e["config_dir"]) for e in entries], logger, Path(entries[0]["sweep_dir"]),
+                          float(logger.get("live_interval_s") or 20.0)).start()
 
 
 def read_jobs(config_dir: Path) -> dict[str, Any]:
@@ -102,7 +102,7 @@ class Launcher:
 
     def finish(self) -> list[dict[str, Any]]:
         attempted: set[tuple[str, int]] = set()
-        monitor = start_monitor(self.entries)  # W&B in its own thread: never in the way of a shard or a result
+        monitor = start_monitor(self.entries)  # W&B in its own process: never in the way of a shard or a result
         try:
             while work := [w for w in self.next_work() if w not in attempted]:
                 attempted.update(work)  # a shard that failed all its attempts is not retried in this run
