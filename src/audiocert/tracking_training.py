@@ -11,8 +11,11 @@ of that checkpoint links its run to this one. W&B trouble costs nothing but the 
 from __future__ import annotations
 
 import hashlib
+import json
 import logging
 import re
+import subprocess
+import sys
 import time
 from collections.abc import Mapping
 from pathlib import Path
@@ -22,6 +25,7 @@ from audiocert.provenance import atomic_write_json
 from audiocert.tracking import RUN_FILE, init_run, logging_failed, logging_off, read_run_file, run_info
 
 log = logging.getLogger(__name__)
+TRAINING_GRACE_S = 8.0  # how long a finished `train` waits for its W&B run (offline: about 3 s); then it goes on alone
 
 
 def sha256_of(path: Path) -> str:
@@ -106,10 +110,39 @@ def log_training_run(output_dir: str | Path, metrics: Mapping[str, Any], logger_
         return None
 
 
-def log_training_command(cfg: Any, metrics: Mapping[str, Any]) -> dict[str, Any] | None:
-    """The training run of a `train` command's composed config (its logger group says where, or disabled)."""
+def log_training_command(cfg: Any, metrics: Mapping[str, Any]) -> None:
+    """The training run of a `train` command's composed config (its logger group says where, or disabled), logged
+    by a child process: the command waits ``TRAINING_GRACE_S`` at most (W&B unreachable: wandb.init would wait
+    ``init_timeout_s``), then leaves it to catch up or give up on its own, its output in wandb_training.log."""
     from omegaconf import OmegaConf
 
     resolved = OmegaConf.to_container(cfg, resolve=True)
     logger = resolved.pop("logger", None)
-    return log_training_run(cfg.output_dir, metrics, logger, resolved, str(cfg.run_name))
+    if not logger or logger.get("mode", "offline") == "disabled":
+        return
+    output_dir = Path(cfg.output_dir)
+    payload = json.dumps({"output_dir": str(output_dir), "metrics": metrics, "logger": logger, "config": resolved,
+                          "run_name": str(cfg.run_name)}, default=str)
+    try:
+        with open(output_dir / "wandb_training.log", "w") as out:
+            child = subprocess.Popen([sys.executable, "-m", "audiocert.tracking_training"], stdin=subprocess.PIPE,
+                                     stdout=out, stderr=out, text=True, start_new_session=True)
+        child.stdin.write(payload)
+        child.stdin.close()
+        child.wait(TRAINING_GRACE_S)
+    except subprocess.TimeoutExpired:
+        log.warning("W&B: the training run is still being logged in the background (W&B slow or unreachable); "
+                    "the model and metrics.json are written. Its output: %s", output_dir / "wandb_training.log")
+    except OSError as error:
+        logging_failed("starting the training run's logger", error)
+
+
+def main() -> None:
+    """``python -m audiocert.tracking_training``: log the training run described by the JSON on stdin."""
+    logging.basicConfig(level=logging.INFO, format="[%(asctime)s][%(name)s][%(levelname)s] - %(message)s")
+    job = json.loads(sys.stdin.read())
+    log_training_run(job["output_dir"], job["metrics"], job["logger"], job["config"], job["run_name"])
+
+
+if __name__ == "__main__":
+    main()
