@@ -5,6 +5,7 @@ intervals, media and artifacts, the sweep's comparison run; and W&B trouble cost
 from __future__ import annotations
 
 import json
+import os
 import time
 from pathlib import Path
 
@@ -149,7 +150,6 @@ def test_slurm_sweep_watched_from_the_login_node(trained):
     """A SLURM sweep (compute nodes never touch W&B) watched by `audiocert status --watch --wandb` in another
     process: the configs' runs hold progress and partial-curve rows logged before the last shard finished, then the
     final results in the same run; the sweep run compares the configs."""
-    import os
     import subprocess
     import sys
 
@@ -188,3 +188,17 @@ def test_slurm_sweep_watched_from_the_login_node(trained):
     assert early_rows, "no partial curve was logged before a config's last shard finished"
     assert "W&B run:" in monitor.stdout
     assert (sweep_dir / "wandb_run.json").is_file()
+
+
+def test_one_monitor_per_sweep(tmp_path, caplog):
+    """A second monitor of a sweep (say, `status --watch --wandb` while `certify` monitors it) logs nothing."""
+    from audiocert.monitor import SweepMonitor
+
+    first, second = (SweepMonitor([], {"mode": "offline"}, tmp_path) for _ in range(2))
+    assert first.poll() and first.lock not in (None, False)
+    assert second.poll() and second.lock is False and not second.enabled
+    assert f"pid {os.getpid()}" in caplog.text and "one writer per run" in caplog.text
+    first.lock.close()
+    third = SweepMonitor([], {"mode": "offline"}, tmp_path)
+    third.poll()
+    assert third.enabled and third.lock not in (None, False)

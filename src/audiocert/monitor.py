@@ -13,10 +13,12 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import fcntl
 import json
 import logging
 import os
 import signal
+import socket
 import subprocess
 import sys
 import threading
@@ -41,6 +43,7 @@ from audiocert.tracking import (
 )
 
 log = logging.getLogger(__name__)
+LOCK_FILE = ".wandb-monitor.lock"
 STARTING_GRACE_S = 5.0  # how long finished work waits for a W&B run that has not started yet
 
 
@@ -63,6 +66,7 @@ class SweepMonitor:
         self.runs: dict[Path, ConfigRun | None] = {}
         self.done: set[Path] = set()
         self.compared = False
+        self.lock: Any = None  # the open lock file; False when another monitor holds it
 
     @classmethod
     def of_sweep(cls, sweep_dir: str | Path, logger_cfg: Mapping[str, Any]) -> SweepMonitor:
@@ -70,10 +74,34 @@ class SweepMonitor:
 
     @property
     def enabled(self) -> bool:
-        return self.logger_cfg.get("mode", "offline") != "disabled" and not logging_off()
+        return self.logger_cfg.get("mode", "offline") != "disabled" and not logging_off() and self.lock is not False
+
+    def take_lock(self) -> None:
+        """One monitor per sweep (one writer per run): an exclusive lock on SWEEP_DIR/.wandb-monitor.lock, held
+        while this process lives; a second monitor says who holds it and logs nothing."""
+        if self.lock is not None or self.sweep_dir is None:
+            return
+        handle = open(self.sweep_dir / LOCK_FILE, "a+")
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            handle.seek(0)
+            holder = handle.read().strip() or "another process"
+            handle.close()
+            self.lock = False
+            log.warning("W&B: %s already monitors %s (one writer per run): this one logs nothing", holder,
+                        self.sweep_dir)
+            return
+        handle.seek(0)
+        handle.truncate()
+        handle.write(f"pid {os.getpid()} on {socket.gethostname()}\n")
+        handle.flush()
+        self.lock = handle
 
     def poll(self) -> bool:
         """One look at every config; True once every config's final results are logged (or W&B is off)."""
+        if self.logger_cfg.get("mode", "offline") != "disabled":
+            self.take_lock()
         for config_dir in self.dirs:
             if config_dir in self.done or not self.enabled:
                 continue
