@@ -50,6 +50,9 @@ def check_final_run(config_dir: Path, runs) -> None:
     assert final["abstain_fraction"] == summary["abstain_fraction"] and "is_degenerate" in final
     assert any(a["type"] == "certificates" for r in runs for a in r.artifacts)
     assert any("certificates" in row for r in runs for row in r.history)
+    audio = {k: v for r in runs for row in r.history for k, v in row.items() if k.startswith("example/")}
+    assert audio["example/clean"]["_type"] == "audio-file"
+    assert ("example/perturbed" in audio) == (summary["stage"] != "mfbe")  # mfbe has no waveform to play
 
 
 def check_training_link(trained: dict, certify_run) -> None:

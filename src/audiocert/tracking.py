@@ -212,6 +212,11 @@ class ConfigRun:
             logged[line.get("key", f"{line['table']}/{line['y']}")] = self.wandb.plot.line(
                 tables[line["table"]], line["x"], line["y"], title=line["title"])
         logged |= media(self.wandb, self.config_dir, spec.get("media", []))
+        try:  # an illustration: if it cannot be rendered, the results are logged without it
+            logged |= {item["key"]: self.wandb.Audio(item["audio"], sample_rate=item["rate"], caption=item["caption"])
+                       for item in self.kind.wandb_audio(self.config_dir, self.plan)}
+        except Exception as error:
+            log.warning("%s: no example audio on W&B (%s: %s)", self.plan["label"], error.__class__.__name__, error)
         self._row(logged)
         for key, value in spec.get("summary", {}).items():
             self.run.summary[key] = value

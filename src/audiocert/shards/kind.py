@@ -95,6 +95,11 @@ class WorkKind:
         comparison table)}."""
         return {}
 
+    def wandb_audio(self, config_dir: Path, plan: Mapping[str, Any]) -> list[dict[str, Any]]:
+        """Audio its W&B run plays that is rendered, not read from a result file: [{"key", "audio" (array),
+        "rate", "caption"}]; rendered by the monitor when it logs the results. None by default."""
+        return []
+
     def live_spec(self, config_dir: Path, plan: Mapping[str, Any]) -> dict[str, Any]:
         """What its W&B run shows while it runs, from the shard files so far: {"scalars": {key: value}, "tables":
         {name: {columns, data}}}; none by default (the monitor logs the progress of every kind)."""

@@ -13,6 +13,7 @@ from audiocert.algorithms import make_algorithm
 from audiocert.kinds.certify.certificates import CERTIFICATION
 from audiocert.kinds.certify.counts import CountsAccumulator, counts_payload
 from audiocert.kinds.certify.live import live_spec
+from audiocert.kinds.certify.noisy_example import noisy_example
 from audiocert.kinds.certify.plan import COUNTED_PHASES, check_plan_consistency, make_plan, round_shards
 from audiocert.kinds.certify.reduce import reduce_config
 from audiocert.kinds.certify.section_abstentions import abstentions_section
@@ -113,6 +114,9 @@ class CertifyKind(WorkKind):
 
     def live_spec(self, config_dir: Path, plan: Mapping[str, Any]) -> dict[str, Any]:
         return live_spec(config_dir, plan)
+
+    def wandb_audio(self, config_dir: Path, plan: Mapping[str, Any]) -> list[dict[str, Any]]:
+        return noisy_example(plan)
 
 
 CERTIFY = CertifyKind()
