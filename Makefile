@@ -28,7 +28,7 @@ demo: $(VENV)/.installed
 	$(AUDIOCERT) certify -m experiment=demo launcher=$(LAUNCHER) $(WAIT) && \
 	$(AUDIOCERT) attack -m experiment=demo smoothing.sigma=0.25 attack.points_per_speaker=1 launcher=$(LAUNCHER) $(WAIT) && \
 	$(AUDIOCERT) perceptibility -m experiment=demo smoothing.sigma=0.25 perceptibility.points_per_speaker=1 launcher=$(LAUNCHER) $(WAIT) && \
-	$(AUDIOCERT) report $(RUNS)/sweeps/demo && \
+	$(AUDIOCERT) report --wandb $${WANDB_MODE:-offline} $(RUNS)/sweeps/demo && \
 	echo "demo finished in $$(( $$(date +%s) - start )) s; report: $(RUNS)/sweeps/demo/report/report.md"
 
 # Two xdist workers, each taking whole test modules: the SLURM tests (in order, on one worker) mostly wait on the

@@ -9,6 +9,7 @@ import re
 import numpy as np
 import pytest
 from conftest import certify_overrides, run_cli
+from wandb_reader import read_run
 
 from audiocert.kinds.certify import read_certificates
 from audiocert.shards import PLAN_FILE
@@ -62,7 +63,8 @@ def test_report_tables_agree_with_certificate_files(demo):
 
 def test_wandb_offline_runs_hold_the_curves(demo):
     runs = sorted((demo["sweep"] / "wandb").glob("offline-run-*"))
-    assert len(runs) == 9
+    sweep_run = json.loads((demo["sweep"] / "wandb_run.json").read_text())["run_id"]
+    assert len(runs) == 9 + 1 and len([r for r in runs if r.name.endswith(f"-{sweep_run}")]) == 1  # + the sweep's
     for d in demo["dirs"]:
         info = json.loads((d / "wandb_run.json").read_text())
         assert info["mode"] == "offline" and info["sync"].startswith("wandb sync ")
@@ -73,6 +75,12 @@ def test_wandb_offline_runs_hold_the_curves(demo):
         assert log.count(b"progress/shards_done") >= shards  # a progress record per shard, logged as they landed
         for key in (b"certified_accuracy/r=0.25", b"smoothed_accuracy", b"max_certifiable_radius"):
             assert key in log
+        # The example as audio: clean, and with a draw of the smoothing noise where the stage has a waveform.
+        run = read_run(events)
+        audio = {k for row in run.history for k, v in row.items() if k.startswith("example/") and
+                 v["_type"] == "audio-file"}
+        stage = json.loads((d / "summary.json").read_text())["stage"]
+        assert audio == ({"example/clean"} if stage == "mfbe" else {"example/clean", "example/perturbed"})
         [table_file] = list((run_dir / "files" / "media" / "table").glob("certified_accuracy_curve*.table.json"))
         table = json.loads(table_file.read_text())
         assert table["columns"] == ["radius", "certified_accuracy"]

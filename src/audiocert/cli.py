@@ -14,6 +14,7 @@ import argparse
 import contextlib
 import json
 import logging
+import math
 import os
 import sys
 import tempfile
@@ -289,6 +290,9 @@ def task_train(cfg) -> None:
 
     ensure_dataset(cfg.dataset)
     metrics = run_training(cfg, cfg.output_dir)
+    from audiocert.tracking_training import log_training_command
+
+    log_training_command(cfg, metrics)
     position = metrics.get("position") or {}
     stopped = ""
     if metrics.get("stopped_by_budget"):
@@ -386,8 +390,18 @@ def cmd_status(argv: list[str]) -> None:
     parser = argparse.ArgumentParser(prog="audiocert status", description=SUBCOMMANDS["status"])
     parser.add_argument("directory", type=Path, help="a sweep directory (runs/sweeps/NAME) or a config directory")
     parser.add_argument("--watch", type=float, default=0, metavar="SECONDS", help="refresh every SECONDS")
+    parser.add_argument("--wandb", choices=["offline", "online", "disabled"], default="disabled",
+                        help="also be the sweep's W&B monitor (on a SLURM login node): log each config's progress "
+                             "and partial results as its shard files land, then its results (default: disabled)")
+    parser.add_argument("--wandb-sync", action="store_true",
+                        help="with --wandb offline: run `wandb sync` on the sweep's runs after each refresh")
     args = parser.parse_args(argv)
-    print_status(args.directory, watch=args.watch)
+    if not math.isfinite(args.watch) or args.watch < 0:
+        raise SystemExit(f"audiocert status: --watch={args.watch}: must be a finite number of seconds >= 0")
+    from audiocert.monitor import SweepMonitor
+
+    monitor = SweepMonitor.of_sweep(args.directory, {"mode": args.wandb}) if args.wandb != "disabled" else None
+    print_status(args.directory, watch=args.watch, monitor=monitor, sync=args.wandb_sync)
 
 
 def cmd_radius_table(argv: list[str]) -> None:
@@ -424,8 +438,15 @@ def cmd_report(argv: list[str]) -> None:
     parser.add_argument("--radii", type=float, nargs="+", default=None)
     parser.add_argument("--include-superseded", action="store_true",
                         help="also tabulate configs whose checkpoint file has changed since they were certified")
+    parser.add_argument("--wandb", choices=["offline", "online", "disabled"], default="disabled",
+                        help="also log the figures and the report to each sweep's W&B run (job_type sweep)")
     args = parser.parse_args(argv)
-    print(write_report(args.sweep_dir, args.output, radii=args.radii, include_superseded=args.include_superseded))
+    report = write_report(args.sweep_dir, args.output, radii=args.radii, include_superseded=args.include_superseded)
+    if args.wandb != "disabled":
+        from audiocert.monitor import log_report
+
+        log_report(args.sweep_dir, report, {"mode": args.wandb})
+    print(report)
 
 
 def task_stats(cfg) -> None:

@@ -12,6 +12,7 @@ import json
 import os
 import socket
 import subprocess
+import sys
 import time
 from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
@@ -21,6 +22,7 @@ import audiocert.kinds  # noqa: F401  (registers every kind, so a plan of any ki
 from audiocert.progress import progress
 from audiocert.provenance import CorruptFileError, read_json, seal_problem
 from audiocert.shards import config_dirs, has_results, inventory, read_plan
+from audiocert.tracking import read_run_file
 
 JOBS_FILE = "jobs.json"
 DEFERRED_FILE = "deferred.json"  # the sweep's configs that wait for room under the site limits
@@ -223,7 +225,16 @@ def config_status(config_dir: Path, queue: QueueView | None = None) -> dict[str,
         "reduced": reduced, "stale_results": results and not found.complete, "activity": alive,
         "logs": logs if alive != "alive" and not reduced else {}, "rounds": rounds,
         "tasks": task_counts(jobs, queue), "deferred": None, "quantities": plan["quantities"],
+        "wandb": wandb_location(config_dir),
     }
+
+
+def wandb_location(directory: Path) -> str | None:
+    """Where a config's W&B run is, in one line: its URL (online) or its directory and sync command (offline)."""
+    record = read_run_file(directory)
+    if not record.get("run_id"):
+        return None
+    return record.get("url") or f"{record.get('run_dir')} (offline: `{record.get('sync')}`)"
 
 
 def format_duration(seconds: float) -> str:
@@ -334,6 +345,8 @@ def format_status(directory: str | Path, rows: list[dict[str, Any]] | None = Non
         if not r["reduced"] and r["activity"] == "gone" and not r["failed"]:
             for job, log_path in r["logs"].items():
                 lines.append(f"    job {job} log: {log_path}")
+        if r.get("wandb"):
+            lines.append(f"    W&B run: {r['wandb']}")
     done = sum(r["done"] for r in rows)
     total = sum(r["total"] for r in rows)
     lines.append(f"{len(rows)} config(s), {done}/{total} shards done, "
@@ -342,14 +355,38 @@ def format_status(directory: str | Path, rows: list[dict[str, Any]] | None = Non
     return "\n".join(lines)
 
 
-def print_status(directory: str | Path, watch: float = 0) -> None:
-    while True:
-        rows = sweep_status(directory)
-        print(format_status(directory, rows), flush=True)
-        if not watch or all(r["reduced"] or r["failed"] or r["activity"] != "alive" for r in rows):
-            return
-        time.sleep(watch)
-        print()
+def print_status(directory: str | Path, watch: float = 0, monitor: Any = None, sync: bool = False) -> None:
+    """The status table, every ``watch`` seconds until no config is running. ``monitor``: a
+    :class:`audiocert.monitor.SweepMonitor` to poll at each refresh (the login-node W&B monitor of a SLURM sweep),
+    which also keeps going until every config's results are logged; ``sync``: `wandb sync` its runs each time."""
+    idle = 0
+    try:
+        while True:
+            logged = monitor.poll() if monitor is not None else True
+            if sync:
+                sync_runs(directory)
+            rows = sweep_status(directory)
+            print(format_status(directory, rows), flush=True)
+            running = any(not (r["reduced"] or r["failed"] or r["activity"] != "alive") for r in rows)
+            idle = 0 if running else idle + 1  # nothing runs: one more poll logs what was reduced meanwhile
+            if not watch or (not running and (logged or idle > 1)):
+                return
+            time.sleep(watch)
+            print()
+    finally:
+        if monitor is not None:
+            monitor.close()
+
+
+def sync_runs(directory: str | Path) -> None:
+    """`wandb sync` every offline run of the sweep's configs (a run synced before is synced again: cheap)."""
+    for config_dir in config_dirs(directory):
+        record = read_run_file(config_dir)
+        if record.get("mode") == "offline" and record.get("run_dir"):
+            try:
+                subprocess.run(["wandb", "sync", record["run_dir"]], capture_output=True, timeout=120, check=True)
+            except (OSError, subprocess.SubprocessError) as error:
+                print(f"wandb sync {record['run_dir']} failed: {error}", file=sys.stderr)
 
 
 def slurm_jobs_alive(job_ids: list[str]) -> bool:

@@ -1,6 +1,6 @@
 """Running a sweep's shards through submitit here: the ``Launcher`` base (rounds until every config is settled,
 then reduce), ``DebugLauncher`` (in this process) and ``LocalLauncher`` (worker processes, waited for with live
-progress), and finalising a config (reduce, log to W&B)."""
+progress), and finalising a config (reduce; W&B is the monitor's: ``audiocert.monitor``)."""
 
 from __future__ import annotations
 
@@ -16,28 +16,34 @@ import submitit
 
 from audiocert.kinds import kind_of
 from audiocert.launching.worker import ShardWorker
+from audiocert.monitor import MonitorProcess
 from audiocert.progress import progress
 from audiocert.provenance import CorruptFileError, atomic_write_json, read_json
 from audiocert.shards import ShardInventory, inventory, known_shards, next_work, read_plan
 from audiocert.status import JOBS_FILE, process_start_time
-from audiocert.tracking import ConfigRun, log_config_run, open_config_run
+from audiocert.tracking import log_config_run
 
 log = logging.getLogger(__name__)
 
 
 def finalize_config(config_dir: str | Path, logger_cfg: Mapping[str, Any] | None, sweep_name: str,
-                    run: ConfigRun | None = None, found: ShardInventory | None = None) -> dict:
-    """Reduce a config and log it to W&B; used in-process and as the dependent SLURM reducer job.
+                    found: ShardInventory | None = None) -> dict:
+    """Reduce a config, then (``logger_cfg`` given: `audiocert reduce --wandb`) log it to W&B, resuming its run.
 
-    ``run``: a W&B run already open (the local executor logs live progress into it); else one is opened.
-    ``found``: the config's inventory with merged counts, when the caller just took it.
+    The launchers pass no logger: their monitor logs the results it finds, and a SLURM reducer job (a compute
+    node) never talks to W&B. ``found``: the config's inventory with merged counts, when the caller just took it.
     """
     summary = kind_of(read_plan(config_dir)).reduce(Path(config_dir), found)
-    if run is not None:
-        run.log_results()
-    elif logger_cfg is not None:
+    if logger_cfg is not None:
         log_config_run(Path(config_dir), dict(logger_cfg), sweep_name)
     return summary
+
+
+def start_monitor(entries: Sequence[Mapping[str, Any]]) -> MonitorProcess:
+    """The sweep's W&B monitor in a child process (nothing when logging is disabled)."""
+    logger = dict(entries[0].get("logger") or {"mode": "disabled"})
+    return MonitorProcess([Path(e["config_dir"]) for e in entries], logger, Path(entries[0]["sweep_dir"]),
+                          float(logger.get("live_interval_s") or 20.0)).start()
 
 
 def read_jobs(config_dir: Path) -> dict[str, Any]:
@@ -96,13 +102,16 @@ class Launcher:
 
     def finish(self) -> list[dict[str, Any]]:
         attempted: set[tuple[str, int]] = set()
+        monitor = start_monitor(self.entries)  # W&B in its own process: never in the way of a shard or a result
         try:
             while work := [w for w in self.next_work() if w not in attempted]:
                 attempted.update(work)  # a shard that failed all its attempts is not retried in this run
                 self.wait(self.submit(work))
-            return [self.finalize(entry) for entry in self.entries]
+            results = [self.finalize(entry) for entry in self.entries]
         finally:
             self.mark_ended()
+            monitor.stop()
+        return results
 
     def finalize(self, entry: Mapping[str, Any]) -> dict[str, Any]:
         if entry["config_dir"] in self.errors:
@@ -155,7 +164,6 @@ class LocalLauncher(Launcher):
 
     def __init__(self, entries: Sequence[Mapping[str, Any]], progress: bool = True) -> None:
         super().__init__(entries, progress)
-        self.runs: dict[str, ConfigRun | None] = {}
         self.work: list[tuple[str, int]] = []
 
     def submit(self, work: list[tuple[str, int]]) -> list[Any]:
@@ -176,33 +184,19 @@ class LocalLauncher(Launcher):
         low, high = min(self.work_rounds, default=0), max(self.work_rounds, default=0)
         label = "" if high == 0 else f" (round {high})" if low == high else f" (rounds {low}-{high})"
         try:
-            wait_for_shards(self.work, jobs, self.runs, show_progress=self.progress, round_label=label)
+            wait_for_shards(self.work, jobs, show_progress=self.progress, round_label=label)
         except BaseException:  # interrupted or failed while waiting: leave no worker behind
             for job in jobs:
                 job.cancel(check=False)
             raise
 
-    def finish(self) -> list[dict[str, Any]]:
-        self.runs = {e["config_dir"]: open_config_run(Path(e["config_dir"]), e["logger"], e["sweep_name"])
-                     for e in self.entries}
-        try:
-            return super().finish()
-        finally:
-            for run in self.runs.values():
-                if run is not None:
-                    run.finish()
-
-    def finalize(self, entry: Mapping[str, Any]) -> dict[str, Any]:
-        if entry["config_dir"] in self.errors:
-            return super().finalize(entry)
-        return finalize_entry(entry, self.runs.get(entry["config_dir"]), self.inventories.get(entry["config_dir"]))
 
 
-def wait_for_shards(work: Sequence[tuple[str, int]], jobs: list[Any], runs: Mapping[str, ConfigRun | None],
-                    show_progress: bool = True, round_label: str = "") -> None:
+def wait_for_shards(work: Sequence[tuple[str, int]], jobs: list[Any], show_progress: bool = True,
+                    round_label: str = "") -> None:
     """Wait for the local jobs running ``work``: a progress bar over its shards done (files that validate) with
-    samples/s, and each config's W&B run gets its progress as shards land. Files already validated are not read
-    again (see shards.validated_summary), and the poll slows down when a look at the files takes long."""
+    samples/s (the W&B runs get theirs from the monitor). Files already validated are not read again (see
+    shards.validated_summary), and the poll slows down when a look at the files takes long."""
     plans = {d: read_plan(d) for d in sorted({d for d, _ in work})}
     wanted = {(d, i) for d, i in work}
     started = time.time()
@@ -214,9 +208,6 @@ def wait_for_shards(work: Sequence[tuple[str, int]], jobs: list[Any], runs: Mapp
             fresh = sum(r["samples"] for r in records if r["finished_at"] >= started)  # this run's, not resumed
             bar.set_postfix(samples_per_s=f"{fresh / max(time.time() - started, 1e-9):.0f}")
             bar.update(len(records) - bar.n)
-            for run in runs.values():
-                if run is not None:
-                    run.log_progress()
             if finished:
                 break
             time.sleep(max(1.0, 10 * (time.monotonic() - look)))
@@ -230,12 +221,11 @@ def wait_for_shards(work: Sequence[tuple[str, int]], jobs: list[Any], runs: Mapp
                       job.paths.stdout)
 
 
-def finalize_entry(entry: Mapping[str, Any], run: ConfigRun | None = None,
-                   found: ShardInventory | None = None) -> dict[str, Any]:
-    """Reduce one config and log it; any failure becomes this config's outcome, never another config's."""
+def finalize_entry(entry: Mapping[str, Any], found: ShardInventory | None = None) -> dict[str, Any]:
+    """Reduce one config (its monitor logs it); any failure becomes this config's outcome, never another's."""
     config_dir = Path(entry["config_dir"])
     try:
-        summary = finalize_config(config_dir, entry["logger"], entry["sweep_name"], run, found)
+        summary = finalize_config(config_dir, None, entry["sweep_name"], found)
         return {"config_dir": str(config_dir), "label": entry["label"], "summary": summary}
     except Exception as error:  # an incomplete sweep, a full disk, a damaged file: named, and the others go on
         log.error("%s", error)

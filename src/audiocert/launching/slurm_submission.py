@@ -15,7 +15,7 @@ from typing import Any
 
 from omegaconf import DictConfig, OmegaConf
 
-from audiocert.launching.executors import Launcher, finalize_config, finalize_entry, read_jobs
+from audiocert.launching.executors import Launcher, finalize_config, finalize_entry, read_jobs, start_monitor
 from audiocert.launching.locking import config_lock, sweep_lock
 from audiocert.launching.slurm import (
     Capacity,
@@ -278,6 +278,21 @@ class SlurmLauncher(Launcher):
     name = "slurm"
 
     def finish(self) -> list[dict[str, Any]]:
+        # This process is on the login node: with launcher.wait it is the sweep's W&B monitor while it follows
+        # the jobs; without, `audiocert status --watch SECONDS --wandb MODE SWEEP_DIR` is (the hint says so).
+        waits = bool(self.launcher.get("wait", False))
+        monitor = start_monitor(self.entries) if waits else None
+        try:
+            return self.submit_and_follow()
+        finally:
+            if monitor is not None:
+                monitor.stop()
+            elif (self.entries[0].get("logger") or {}).get("mode", "disabled") != "disabled":
+                log.info("W&B: watch this sweep live from this login node with `audiocert status --watch 30 "
+                         "--wandb %s %s` (the compute nodes never talk to W&B)",
+                         self.entries[0]["logger"].get("mode", "offline"), self.entries[0]["sweep_dir"])
+
+    def submit_and_follow(self) -> list[dict[str, Any]]:
         sweep_dir = Path(self.entries[0]["sweep_dir"])
         outcomes = submit_configs([Path(e["config_dir"]) for e in self.entries], sweep_dir,
                                   {e["config_dir"]: e["config"] for e in self.entries}, from_command=True)
@@ -343,7 +358,8 @@ def advance_config(config_dir: str, config: Mapping[str, Any]) -> dict[str, Any]
             found = inventory(config_dir, plan, merge=True)
             pending = next_work(config_dir, plan, found)
             if not pending:
-                return finalize_config(config_dir, config["logger"], str(config["sweep"]["name"]), found=found)
+                # A compute node: no W&B here (the monitor on the login node logs the results it finds).
+                return finalize_config(config_dir, None, str(config["sweep"]["name"]), found=found)
         outcome = submit_configs([config_dir], sweep_dir, {str(config_dir): dict(config)})[str(config_dir)]
         if "error" in outcome:
             raise RuntimeError(outcome["error"])

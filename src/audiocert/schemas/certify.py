@@ -84,6 +84,9 @@ class LoggerSchema:
     project: str | None = setting(Text(), None)
     entity: str | None = setting(Text(), None)
     dir: str | None = setting(Text("a path"), None)
+    # wandb.init gives up after this long (a wrong key, no server): the monitor's thread, never a shard, waits.
+    init_timeout_s: float = setting(Number(minimum=1.0, maximum=600.0), 30.0)
+    live_interval_s: float = setting(Number(minimum=1.0, maximum=60.0), 20.0)  # the monitor's poll (<= a minute)
 
 
 @dataclass

@@ -75,6 +75,7 @@ class TrainConfig:
     run_name: str = setting(Name())
     output_dir: str = setting(PATH)
     train: TrainSchema = MISSING
+    logger: LoggerSchema = MISSING  # the training run on W&B (job_type train), logged after training
 
     @classmethod
     def rules(cls, values: dict[str, Any], prefix: str) -> None:

@@ -32,6 +32,7 @@ class WorkKind:
     payload_keys: tuple[str, ...] = ()  # the record fields the kind adds
     result_files: tuple[str, ...] = ("summary.json",)  # on disk once reduced (summary.json written last)
     done_word = "completed"  # what the CLI says of a config whose work is reduced
+    progress_unit = "samples"  # what a shard's "samples" counts, as W&B progress names it (points x ranges)
 
     @property
     def verb(self) -> str:
@@ -89,7 +90,19 @@ class WorkKind:
 
     def wandb_spec(self, config_dir: Path, plan: Mapping[str, Any]) -> dict[str, Any]:
         """What its W&B run logs once reduced: {"tables": {name: {columns, data}}, "lines": [{table, x, y, title,
-        key?}], "summary": {key: value}}."""
+        key?}], "summary": {key: value}, "media": [{key, path, type: audio | image, caption}], "artifacts":
+        [{name, type, files, references, metadata}], "comparison": {column: value} (its row in the sweep's
+        comparison table)}."""
+        return {}
+
+    def wandb_audio(self, config_dir: Path, plan: Mapping[str, Any]) -> list[dict[str, Any]]:
+        """Audio its W&B run plays that is rendered, not read from a result file: [{"key", "audio" (array),
+        "rate", "caption"}]; rendered by the monitor when it logs the results. None by default."""
+        return []
+
+    def live_spec(self, config_dir: Path, plan: Mapping[str, Any]) -> dict[str, Any]:
+        """What its W&B run shows while it runs, from the shard files so far: {"scalars": {key: value}, "tables":
+        {name: {columns, data}}}; none by default (the monitor logs the progress of every kind)."""
         return {}
 
 

@@ -25,6 +25,7 @@ def run_training(cfg: DictConfig, output_dir: str | Path) -> dict[str, Any]:
     output_dir = Path(output_dir)
     output_dir.mkdir(parents=True, exist_ok=True)
     resolved = OmegaConf.to_container(cfg, resolve=True)
+    resolved.pop("logger", None)  # where W&B logs is no part of the model: resuming and finding it done ignore it
     saved = None  # the content of the last.pt to continue from
     if cfg.train.resume:
         done, saved = earlier_run(output_dir, resolved)

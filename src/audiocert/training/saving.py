@@ -64,6 +64,7 @@ def save_results(trainer: Trainer, state: TrainingState, timer: BudgetTimer, sto
         "max_minutes": cfg.train.get("max_minutes"),
         "position": {"epoch": state.epoch, "step": state.step}, "steps_per_epoch": trainer.steps_per_epoch,
         "steps_done": state.steps_done, "stale_epochs": state.stale,
+        "history": state.history, "budget_stops": state.budget_stops,  # what the W&B training run plots
         "dataset": cfg.dataset.name, "model": cfg.model.name, "augment": OmegaConf.to_container(cfg.train.augment),
         "device": str(trainer.device), "code_version": code_version(),
     }

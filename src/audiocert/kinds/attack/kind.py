@@ -34,6 +34,7 @@ class AttackKind(DerivedKind):
 
     name = KIND
     range_keys = ("eps",)
+    progress_unit = "point_budgets"  # a shard's "samples": points x budgets attacked, not noise samples
 
     def quantities(self, config: Mapping[str, Any], certify_plan: Mapping[str, Any],
                    certify_dir: Path) -> dict[str, Any]:

@@ -165,7 +165,37 @@ def attack_wandb(plan: Mapping[str, Any], summary: Mapping[str, Any]) -> dict[st
                         **{f"attack/g_robust_upper/eps={e:.4g}": v for e, v in zip(
                             eps, summary["g_robust_upper"], strict=True)},
                         **{f"attack/g_undecided/eps={e:.4g}": v for e, v in zip(
-                            eps, summary["g_undecided"], strict=True)}}}
+                            eps, summary["g_undecided"], strict=True)},
+                        **attack_intervals(summary)},
+            # The smallest successful attack, as render_example wrote it (a file not written is skipped).
+            "media": [{"key": "attack/example_clean", "path": "example_clean.wav", "type": "audio",
+                       "caption": "clean"},
+                      {"key": "attack/example_attacked", "path": "example.wav", "type": "audio", "caption": "attacked"},
+                      {"key": "attack/example_spectrogram", "path": "example.png", "type": "image",
+                       "caption": "clean, attacked, difference"}],
+            "comparison": {"label": plan["label"], "kind": KIND, "stage": summary["stage"], "sigma": summary["sigma"],
+                           "algorithm": "attack", "points": summary["points"],
+                           "clean_accuracy_g": summary.get("g_clean_accuracy"),
+                           "passes_per_point": summary.get("passes_per_point")}}
+
+
+def attack_intervals(summary: Mapping[str, Any]) -> dict[str, Any]:
+    """Each bound at each budget with its 95% Clopper-Pearson interval over the attacked points; g's clean accuracy
+    (PREDICT on the clean points) with its interval."""
+    out: dict[str, Any] = {}
+    for key, values, bands in (("g_robust_upper", summary["g_robust_upper"], summary.get("g_robust_upper_interval")),
+                               ("certified_accuracy", summary.get("certified_accuracy"),
+                                summary.get("certified_interval"))):
+        for e, value, band in zip(summary["eps"], values or [], bands or [None] * len(values or []), strict=True):
+            out[f"attack/{key}/eps={e:.4g}"] = value
+            if band:
+                out[f"attack/{key}_low/eps={e:.4g}"], out[f"attack/{key}_high/eps={e:.4g}"] = band[0], band[1]
+    clean, points = summary.get("g_clean_accuracy"), int(summary["points"])
+    if clean is not None and points:
+        band = rate_interval(round(clean * points), points)
+        out |= {"attack/g_clean_accuracy": clean, "attack/g_clean_accuracy_low": band[0],
+                "attack/g_clean_accuracy_high": band[1]}
+    return out
 
 
 def reduce_attack(kind: Any, config_dir: Path, found: ShardInventory | None = None) -> dict[str, Any]:

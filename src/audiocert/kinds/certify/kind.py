@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import csv
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -13,6 +12,8 @@ import torch
 from audiocert.algorithms import make_algorithm
 from audiocert.kinds.certify.certificates import CERTIFICATION
 from audiocert.kinds.certify.counts import CountsAccumulator, counts_payload
+from audiocert.kinds.certify.live import live_spec
+from audiocert.kinds.certify.noisy_example import noisy_example
 from audiocert.kinds.certify.plan import COUNTED_PHASES, check_plan_consistency, make_plan, round_shards
 from audiocert.kinds.certify.reduce import reduce_config
 from audiocert.kinds.certify.section_abstentions import abstentions_section
@@ -20,7 +21,8 @@ from audiocert.kinds.certify.section_certified_accuracy import certified_accurac
 from audiocert.kinds.certify.section_figures import figures_section
 from audiocert.kinds.certify.section_meaning import meaning_section
 from audiocert.kinds.certify.section_runs import runs_section
-from audiocert.provenance import check_safe_name, read_json
+from audiocert.kinds.certify.wandb_spec import certify_wandb_spec
+from audiocert.provenance import check_safe_name
 from audiocert.shards.kind import WorkKind
 from audiocert.shards.layout import Shard
 from audiocert.shards.records import decode_counts, finite_numbers
@@ -108,27 +110,13 @@ class CertifyKind(WorkKind):
         return lines
 
     def wandb_spec(self, config_dir: Path, plan: Mapping[str, Any]) -> dict[str, Any]:
-        """The curve as a table and line plot; summary metrics at the seed's radii."""
-        summary = read_json(Path(config_dir) / "summary.json")
-        with open(Path(config_dir) / "curve.csv") as handle:
-            rows = [[float(r["radius"]), float(r["certified_accuracy"])] for r in csv.DictReader(handle)]
-        keys = ("smoothed_accuracy", "abstain_fraction", "predict_accuracy", "max_certifiable_radius",
-                "median_radius_certified", "median_snr_db", "samples", "shard_seconds")
-        # The line plot is logged under its table's name: the plot (which carries the table) replaces it.
-        return {"tables": {"certified_accuracy_curve": {"columns": ["radius", "certified_accuracy"], "data": rows}},
-                "lines": [{"table": "certified_accuracy_curve", "x": "radius", "y": "certified_accuracy",
-                           "key": "certified_accuracy_curve",
-                           "title": f"certified accuracy vs radius ({plan['label']})"}],
-                "summary": {**{f"certified_accuracy/r={radius}": value
-                               for radius, value in summary["certified_accuracy"].items()},
-                            # Each rate over the test points with its 95% Clopper-Pearson interval.
-                            **{f"certified_accuracy_{side}/r={radius}": interval[k]
-                               for radius, interval in (summary.get("certified_accuracy_interval") or {}).items()
-                               for k, side in enumerate(("low", "high"))},
-                            **{f"smoothed_accuracy_{side}": (summary.get("smoothed_accuracy_interval") or [None] * 2)[k]
-                               for k, side in enumerate(("low", "high"))},
-                            "degenerate": summary.get("degenerate") or "",
-                            **{key: summary[key] for key in keys}}}
+        return certify_wandb_spec(config_dir, plan)
+
+    def live_spec(self, config_dir: Path, plan: Mapping[str, Any]) -> dict[str, Any]:
+        return live_spec(config_dir, plan)
+
+    def wandb_audio(self, config_dir: Path, plan: Mapping[str, Any]) -> list[dict[str, Any]]:
+        return noisy_example(plan)
 
 
 CERTIFY = CertifyKind()

@@ -112,6 +112,7 @@ class PerceptibilityKind(DerivedKind):
 
     name = KIND
     range_keys = (RANGE,)
+    progress_unit = "point_radii"  # a shard's "samples": points x radii measured
     payload_keys = ("results", "example_delta")
 
     def quantities(self, config: Mapping[str, Any], certify_plan: Mapping[str, Any],

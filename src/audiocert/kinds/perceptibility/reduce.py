@@ -18,7 +18,7 @@ from audiocert.provenance import atomic_write_json, atomic_write_text, seal
 from audiocert.shards import (
     ShardInventory,
 )
-from audiocert.statistics import ABSTAIN
+from audiocert.statistics import ABSTAIN, rate_interval
 
 
 # ----------------------------------------------------------------------------------------------------------
@@ -330,4 +330,24 @@ def wandb_spec(plan: Mapping[str, Any], summary: Mapping[str, Any], points: Sequ
         "lines": [{"table": "perceptibility/audibility", "x": "radius", "y": y,
                    "title": f"{y} vs radius ({plan['label']})"}
                   for y in ("fraction_audible_random", "fraction_audible_shaped")],
-        "summary": {k: v for k, v in metrics.items() if v is not None}}
+        "summary": {k: v for k, v in metrics.items() if v is not None} | coverage_intervals(summary),
+        # The quietest successful attack and the PSD figure, as the reducer wrote them (absent files are skipped).
+        "media": [{"key": "perceptibility/attack_clean", "path": "attack_clean.wav", "type": "audio",
+                   "caption": "clean"},
+                  {"key": "perceptibility/attack", "path": "attack.wav", "type": "audio", "caption": "attacked"},
+                  {"key": "perceptibility/psd", "path": "psd.png", "type": "image",
+                   "caption": "masking threshold, clean PSD and perturbation PSDs"}],
+        "comparison": {"label": plan["label"], "kind": KIND, "stage": plan["quantities"].get("stage"),
+                       "sigma": plan["quantities"].get("sigma"), "algorithm": "perceptibility",
+                       "points": summary["points"]}}
+
+
+def coverage_intervals(summary: Mapping[str, Any]) -> dict[str, Any]:
+    """The coverage fractions over the points with their 95% Clopper-Pearson intervals."""
+    points, out = int(summary["points"] or 0), {}
+    for key in ("fraction_covers_proven", "fraction_covers_at_most"):
+        value = summary["coverage"].get(key)
+        if value is not None and points:
+            band = rate_interval(round(value * points), points)
+            out |= {f"perceptibility/{key}_low": band[0], f"perceptibility/{key}_high": band[1]}
+    return out
