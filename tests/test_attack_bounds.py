@@ -23,7 +23,7 @@ from torch import nn
 
 from audiocert import Smooth
 from audiocert.attacks import check_attack_settings, judge_attacked, smoothed_pgd
-from audiocert.cli import packaged_conf_dir
+from audiocert.configs import packaged_conf_dir
 from audiocert.statistics import certify_from_counts
 
 D, SIGMA, POINTS, N_CERTIFY, ALPHA = 16, 0.25, 200, 10_000, 0.001

@@ -21,7 +21,7 @@ from pathlib import Path
 
 import pytest
 
-from audiocert import cli
+from audiocert import cli, configs
 
 REPO = Path(__file__).resolve().parents[1]
 SITE_LAUNCHER = "defaults:\n  - slurm\n  - _self_\npartition: mysite-gpu\ngpus_per_task: 1\n"
@@ -43,50 +43,50 @@ def write_site_configs(root: Path) -> Path:
 # ----------------------------------------------------------------------------------------------------------------
 def test_the_packaged_configs_are_conf_of_this_checkout():
     """Under the Makefile's editable install the package audiocert.conf is conf/ itself: edits need no reinstall."""
-    conf = cli.packaged_conf_dir()
+    conf = configs.packaged_conf_dir()
     assert conf is not None and conf.resolve() == REPO / "conf", f"audiocert.conf is {conf}: run `make venv`"
 
 
 def test_a_user_config_dir_is_checked_and_audiocert_conf_is_its_default(tmp_path, monkeypatch):
     site = write_site_configs(tmp_path / "site")
-    monkeypatch.delenv(cli.CONF_ENV, raising=False)
-    assert cli.locate_configs("certify", ["-c", "job"]) == (["-c", "job"], None)  # -c is --cfg, not -cd
-    assert cli.locate_configs("certify", ["--config-dir", str(site)])[1] == site.resolve()
-    assert cli.locate_configs("certify", [f"--config-dir={site}", "-m"])[1] == site.resolve()
-    monkeypatch.setenv(cli.CONF_ENV, str(site))
-    assert cli.locate_configs("train", ["a=b"]) == (["--config-dir", str(site.resolve()), "a=b"], site.resolve())
+    monkeypatch.delenv(configs.CONF_ENV, raising=False)
+    assert configs.locate_configs("certify", ["-c", "job"]) == (["-c", "job"], None)  # -c is --cfg, not -cd
+    assert configs.locate_configs("certify", ["--config-dir", str(site)])[1] == site.resolve()
+    assert configs.locate_configs("certify", [f"--config-dir={site}", "-m"])[1] == site.resolve()
+    monkeypatch.setenv(configs.CONF_ENV, str(site))
+    assert configs.locate_configs("train", ["a=b"]) == (["--config-dir", str(site.resolve()), "a=b"], site.resolve())
     other = write_site_configs(tmp_path / "other")
-    assert cli.locate_configs("train", ["-cd", str(other)]) == (["-cd", str(other)], other.resolve())
+    assert configs.locate_configs("train", ["-cd", str(other)]) == (["-cd", str(other)], other.resolve())
     with pytest.raises(SystemExit, match=r"nowhere \(--config-dir\) does not exist.*DIR/launcher/mysite.yaml"):
-        cli.locate_configs("certify", ["--config-dir", str(tmp_path / "nowhere")])
-    monkeypatch.setenv(cli.CONF_ENV, str(tmp_path / "gone"))
+        configs.locate_configs("certify", ["--config-dir", str(tmp_path / "nowhere")])
+    monkeypatch.setenv(configs.CONF_ENV, str(tmp_path / "gone"))
     with pytest.raises(SystemExit, match=r"gone \(AUDIOCERT_CONF\) does not exist"):
-        cli.locate_configs("certify", [])
+        configs.locate_configs("certify", [])
 
 
 def test_user_configs_named_like_packaged_ones_are_refused(tmp_path, monkeypatch):
     """Hydra searches --config-dir after the packaged configs: a same-named file would be silently ignored."""
-    monkeypatch.delenv(cli.CONF_ENV, raising=False)
+    monkeypatch.delenv(configs.CONF_ENV, raising=False)
     site = write_site_configs(tmp_path / "site")
     (site / "launcher" / "slurm.yaml").write_text("partition: ignored\n")
     (site / "certify.yaml").write_text("seed: 1\n")
     with pytest.raises(SystemExit, match=r"2 config\(s\) in .* certify.yaml, launcher/slurm.yaml.*another name"):
-        cli.locate_configs("certify", ["--config-dir", str(site)])
+        configs.locate_configs("certify", ["--config-dir", str(site)])
 
 
 def test_missing_configs_say_how_to_add_or_reinstall_them(tmp_path, monkeypatch):
-    monkeypatch.delenv(cli.CONF_ENV, raising=False)
+    monkeypatch.delenv(configs.CONF_ENV, raising=False)
     site = write_site_configs(tmp_path / "site")
-    hint = cli.missing_config_hint(["-m", "launcher=slurm,nosuch", "smoothing.sigma=0.5"], None)
+    hint = configs.missing_config_hint(["-m", "launcher=slurm,nosuch", "smoothing.sigma=0.5"], None)
     assert "no config launcher/nosuch " in hint and "DIR/launcher/nosuch.yaml" in hint and "--config-dir DIR" in hint
-    assert cli.missing_config_hint(["launcher=mysite", "+experiment=x"], site) is None
-    assert cli.missing_config_hint(["launcher=mysite", "dataset.root=/x", "experiment=null"], None) is not None
-    assert cli.missing_config_hint(["dataset.root=/x", "experiment=null", "hydra/launcher=basic"], None) is None
+    assert configs.missing_config_hint(["launcher=mysite", "+experiment=x"], site) is None
+    assert configs.missing_config_hint(["launcher=mysite", "dataset.root=/x", "experiment=null"], None) is not None
+    assert configs.missing_config_hint(["dataset.root=/x", "experiment=null", "hydra/launcher=basic"], None) is None
     with pytest.raises(SystemExit, match=r"no no_such_app.yaml: .*incomplete; reinstall"):
-        cli.locate_configs("no_such_app", [])
-    monkeypatch.setattr(cli, "CONF_PACKAGE", "audiocert.no_such_conf")
+        configs.locate_configs("no_such_app", [])
+    monkeypatch.setattr(configs, "CONF_PACKAGE", "audiocert.no_such_conf")
     with pytest.raises(SystemExit, match=r"not importable\) have no certify.yaml.*pip install"):
-        cli.locate_configs("certify", [])
+        configs.locate_configs("certify", [])
 
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -130,7 +130,7 @@ def copy_tree(target: Path) -> Path:
 
 def clean_env(tmp_path: Path) -> dict:
     env = {k: v for k, v in os.environ.items()
-           if k not in ("PYTHONPATH", "PYTHONHOME", "VIRTUAL_ENV", cli.CONF_ENV, "PYTHONSTARTUP")}
+           if k not in ("PYTHONPATH", "PYTHONHOME", "VIRTUAL_ENV", configs.CONF_ENV, "PYTHONSTARTUP")}
     return {**env, "AUDIOCERT_RUNS_DIR": str(tmp_path / "runs"), "HYDRA_FULL_ERROR": "1",
             "PIP_NO_INPUT": "1", "PIP_DISABLE_PIP_VERSION_CHECK": "1"}
 
@@ -151,7 +151,7 @@ IN_THE_NEW_VENV = textwrap.dedent("""
 
     hydra_apps = [name for name, command in cli.COMMANDS.items() if command.__qualname__.startswith("hydra_app.")]
     print(json.dumps({
-        "files": [audiocert.__file__, str(cli.packaged_conf_dir())],
+        "files": [audiocert.__file__, str(configs.packaged_conf_dir())],
         "apps": {name: run([name, "--cfg", "job"]) for name in hydra_apps},
         "env": run(["certify", "--cfg", "job", "launcher=mysite"], AUDIOCERT_CONF="site"),
         "missing": run(["certify", "--cfg", "job", "launcher=nosuch"], AUDIOCERT_CONF="", HYDRA_FULL_ERROR="0"),
