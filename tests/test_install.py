@@ -21,7 +21,7 @@ from pathlib import Path
 
 import pytest
 
-from audiocert import cli, configs
+from audiocert import configs
 
 REPO = Path(__file__).resolve().parents[1]
 SITE_LAUNCHER = "defaults:\n  - slurm\n  - _self_\npartition: mysite-gpu\ngpus_per_task: 1\n"
@@ -136,7 +136,7 @@ def clean_env(tmp_path: Path) -> dict:
 
 
 IN_THE_NEW_VENV = textwrap.dedent("""
-    import contextlib, io, json, os, audiocert, audiocert.cli as cli
+    import contextlib, io, json, os, audiocert, audiocert.cli as cli, audiocert.configs as configs
 
     def run(argv, **env):
         os.environ.update(env)

@@ -223,7 +223,7 @@ def test_waveform_stage_without_attack_and_errors_before_any_work(trained):
 def settings_config(**changes) -> dict:
     from omegaconf import OmegaConf
 
-    from audiocert.cli import packaged_conf_dir
+    from audiocert.configs import packaged_conf_dir
 
     section = OmegaConf.to_container(OmegaConf.load(packaged_conf_dir() / "perceptibility" / "quick.yaml"))
     for key, value in changes.items():

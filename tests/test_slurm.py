@@ -518,9 +518,10 @@ def test_a_users_network_on_slurm_certifies_what_the_builtin_does_and_its_attack
     [attack_dir] = config.glob("attack-*")
     summary = json.loads((attack_dir / "summary.json").read_text())
     assert summary["points"] == 8 and summary["certificates"] == "reduced"
-    for directory in (config, attack_dir):
-        tasks = {json.loads(p.read_text())["slurm_task"] for p in (directory / "shards").glob("*.json")}
-        assert None not in tasks and len(tasks) == 4  # every shard imported the user's package in a SLURM job
+    for directory in (config, attack_dir):  # every shard imported the user's package in a SLURM task of its own
+        shards = [json.loads(p.read_text()) for p in (directory / "shards").glob("*.json")]
+        tasks = {shard["slurm_task"] for shard in shards}
+        assert None not in tasks and len(tasks) == len(shards) >= 4
 
 
 # What each test compares with (the work and its overrides), for the `references` fixture to start in test order.
