@@ -524,6 +524,44 @@ def test_a_users_network_on_slurm_certifies_what_the_builtin_does_and_its_attack
         assert None not in tasks and len(tasks) == len(shards) >= 4
 
 
+def test_slurm_sweep_watched_from_the_login_node(cluster, trained):
+    """A SLURM sweep (compute nodes never touch W&B) watched by `audiocert status --watch --wandb` in another
+    process: the configs' runs hold progress and partial-curve rows logged before the last shard finished, then the
+    final results in the same run; the sweep run compares the configs."""
+    import sys
+
+    from test_dashboard import check_final_run, config_run, shard_finish_times, with_logger
+
+    runs_dir, sweep = trained["runs"], "dashboard-slurm"
+    sweep_dir = runs_dir / "sweeps" / sweep
+    args = with_logger(["certify", *certify_overrides(
+        trained, sweep, "launcher=slurm", "launcher.shards_per_task=1", "launcher.array_parallelism=1",
+        "certify.n=200", "certify.shard.samples=100")], "logger.mode=offline")  # 4 one-shard tasks in turn
+    result = run_cli(args, runs_dir)  # submits and returns: the jobs run on the cluster
+    assert "status --watch 30 --wandb offline" in result.stderr + result.stdout
+    env = {**os.environ, "AUDIOCERT_RUNS_DIR": str(runs_dir)}
+    monitor = subprocess.run([sys.executable, "-m", "audiocert.cli", "status", "--watch", "1", "--wandb", "offline",
+                              str(sweep_dir)], cwd=REPO, env=env, capture_output=True, text=True, timeout=300)
+    assert monitor.returncode == 0, monitor.stderr[-3000:]
+    dirs = sorted(p.parent for p in sweep_dir.glob(f"*/{PLAN_FILE}"))
+    assert len(dirs) == 1
+    early_rows = 0
+    for config in dirs:
+        info, runs = config_run(config)
+        assert len({r.run_id for r in runs}) == 1 and runs[0].job_type == "certify"
+        finished = shard_finish_times(config)
+        rows = [row for r in runs for row in r.history]
+        early = [row for row in rows if row["_timestamp"] < finished[-1]]
+        early_rows += len([row for row in early if "live/points_finished" in row])
+        assert any("progress/shards_done" in row for row in early), (config, finished[-1])
+        check_final_run(config, runs)
+        # One writer: the monitor's one session (the reducer job, a compute node, opened no run of its own).
+        assert len(runs) == 1, [r.path for r in runs]
+    assert early_rows, "no partial curve was logged before a config's last shard finished"
+    assert "W&B run:" in monitor.stdout
+    assert (sweep_dir / "wandb_run.json").is_file()
+
+
 # What each test compares with (the work and its overrides), for the `references` fixture to start in test order.
 COMPARED_WITH = {
     "test_sweep_on_slurm_matches_single_process_then_resumes": [(reference, *SWEEP)],
