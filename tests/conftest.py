@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import os
+import shutil
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -43,14 +45,32 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
     items.sort(key=lambda item: rank[item.nodeid.split("::")[0]])
 
 
+def made_once(tmp_path_factory, name: str, make: Callable[[Path], Path]) -> Path:
+    """``make(directory)``'s result, made once for the whole run: under xdist, the first worker to ask makes it
+    (the others wait on a lock) in the directory all workers share, so each worker does not redo it."""
+    import fcntl
+
+    shared = tmp_path_factory.getbasetemp()
+    if os.environ.get("PYTEST_XDIST_WORKER"):
+        shared = shared.parent
+    directory, done = shared / name, shared / f"{name}.done"
+    with open(shared / f"{name}.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        if not done.is_file():
+            shutil.rmtree(directory, ignore_errors=True)
+            directory.mkdir()
+            done.write_text(str(make(directory)))
+    return Path(done.read_text())
+
+
 @pytest.fixture(scope="session")
 def tiny_corpus(tmp_path_factory) -> Path:
-    """A 4-speaker synthetic corpus in the LibriSpeech layout (real FLAC files)."""
+    """A 4-speaker synthetic corpus in the LibriSpeech layout (real FLAC files); read-only for the tests (a test
+    that damages files copies them first)."""
     from audiocert.corpus import generate_corpus
 
-    root = tmp_path_factory.mktemp("corpus")
-    return generate_corpus(root, num_speakers=4, utterances_per_speaker=6, seed=3, min_seconds=2.0,
-                           max_seconds=3.0, progress=False)
+    return made_once(tmp_path_factory, "corpus", lambda root: generate_corpus(
+        root, num_speakers=4, utterances_per_speaker=6, seed=3, min_seconds=2.0, max_seconds=3.0, progress=False))
 
 
 def tiny_overrides(corpus: Path) -> list[str]:
@@ -172,10 +192,16 @@ def trained(tiny_corpus, tmp_path_factory) -> dict:
     """A tiny base classifier trained by the real CLI; returns its runs dir, overrides and metrics."""
     import json
 
-    runs = tmp_path_factory.mktemp("runs")
     overrides = tiny_overrides(tiny_corpus)
-    run_cli(["train", *overrides, "train.lr=0.003", "train.epochs=3", "train.batch_size=16",
-             "train.validation_crops_per_speaker=6"], runs)
+
+    def train(runs: Path) -> Path:
+        run_cli(["train", *overrides, "train.lr=0.003", "train.epochs=3", "train.batch_size=16",
+                 "train.validation_crops_per_speaker=6"], runs)
+        return runs
+
+    # Trained once for all xdist workers; each worker certifies its own copy (a test may train it further).
+    runs = tmp_path_factory.mktemp("runs")
+    shutil.copytree(made_once(tmp_path_factory, "trained", train), runs, dirs_exist_ok=True)
     out = runs / "train" / "tiny4-rescnn_small"
     return {"runs": runs, "overrides": overrides, "dir": out, "metrics": json.loads((out / "metrics.json").read_text())}
 

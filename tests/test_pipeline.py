@@ -21,8 +21,15 @@ def config_dirs(sweep: Path) -> list[Path]:
     return sorted(p.parent for p in sweep.glob(f"*/{PLAN_FILE}"))
 
 
-def test_training_improves_resumes_and_checkpoint_loads_weights_only(trained, restore_trained_model):
-    history = trained["metrics"]
+def test_training_improves_resumes_and_checkpoint_loads_weights_only(trained, tmp_path):
+    """The fixture's training, then two more epochs resumed in the same directory. The resumed run trains its own
+    copy of the fixture's command (a run's directory is part of its config, and the fixture's model is trained
+    once for every xdist worker, then copied)."""
+    runs = tmp_path / "runs"
+    run_cli(["train", *trained["overrides"], "train.lr=0.003", "train.epochs=3", "train.batch_size=16",
+             "train.validation_crops_per_speaker=6"], runs)
+    trained = {**trained, "runs": runs, "dir": runs / "train" / trained["dir"].name}
+    history = json.loads((trained["dir"] / "metrics.json").read_text())
     assert history["epochs_run"] == 3
     # 4 speakers: chance is 0.25. Validation crops come from the training utterances; the 16 test crops of this
     # tiny corpus come from 1-2 unseen utterances per speaker, too few to judge 3 epochs by (0.3125 with torch 2.14.1).

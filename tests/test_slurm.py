@@ -498,8 +498,8 @@ def test_a_users_network_on_slurm_certifies_what_the_builtin_does_and_its_attack
     torch.save({f"inner.{k}": v for k, v in state["model"].items()}, weights)
     external = ["model=external", "model.net._target_=usernets.WrappedResCNN", "+model.net.num_classes=4",
                 "+model.net.widths=[4,8,8,16]", "model.input=mfbe", f"model.weights={weights}"]
-    given = [o for o in certify_overrides(trained, "slurm-user", "launcher=slurm", "launcher.wait=true", ONE,
-                                          *WRAPPED) if not o.startswith("model.")]
+    given = [o for o in certify_overrides(trained, "slurm-user", "launcher=slurm", "launcher.wait=true", *WRAPPED)
+             if not o.startswith("model.")]
     old = os.environ.get("PYTHONPATH")
     os.environ["PYTHONPATH"] = os.pathsep.join(p for p in (str(tmp_path / "userpkg"), old) if p)
     try:
@@ -507,8 +507,7 @@ def test_a_users_network_on_slurm_certifies_what_the_builtin_does_and_its_attack
         [config] = config_dirs(runs / "sweeps" / "slurm-user")
         [expected] = references.certificates(*WRAPPED).values()
         assert read_certs(config) == expected
-        attacked = run_cli(["attack", f"certified={config}", "launcher=slurm", "launcher.wait=true", ONE, *ATTACK],
-                           runs)
+        attacked = run_cli(["attack", f"certified={config}", "launcher=slurm", "launcher.wait=true", *ATTACK], runs)
     finally:
         if old is None:
             del os.environ["PYTHONPATH"]
@@ -518,10 +517,9 @@ def test_a_users_network_on_slurm_certifies_what_the_builtin_does_and_its_attack
     [attack_dir] = config.glob("attack-*")
     summary = json.loads((attack_dir / "summary.json").read_text())
     assert summary["points"] == 8 and summary["certificates"] == "reduced"
-    for directory in (config, attack_dir):  # every shard imported the user's package in a SLURM task of its own
+    for directory in (config, attack_dir):  # every shard imported the user's package in a SLURM task
         shards = [json.loads(p.read_text()) for p in (directory / "shards").glob("*.json")]
-        tasks = {shard["slurm_task"] for shard in shards}
-        assert None not in tasks and len(tasks) == len(shards) >= 4
+        assert len(shards) >= 4 and None not in {shard["slurm_task"] for shard in shards}
 
 
 def test_slurm_sweep_watched_from_the_login_node(cluster, trained):
