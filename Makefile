@@ -10,7 +10,7 @@ AUDIOCERT := $(VENV)/bin/audiocert
 LAUNCHER ?= local
 RUNS := $(or $(AUDIOCERT_RUNS_DIR),runs)
 WAIT := $(if $(filter slurm,$(LAUNCHER)),launcher.wait=true)
-TEST_WORKERS ?= 2
+TEST_WORKERS ?= 3
 
 .PHONY: demo test test-fast venv clean
 
@@ -31,8 +31,9 @@ demo: $(VENV)/.installed
 	$(AUDIOCERT) report --wandb $${WANDB_MODE:-offline} $(RUNS)/sweeps/demo && \
 	echo "demo finished in $$(( $$(date +%s) - start )) s; report: $(RUNS)/sweeps/demo/report/report.md"
 
-# Two xdist workers, each taking whole test modules: the SLURM tests (in order, on one worker) mostly wait on the
-# scheduler while the other worker computes; tests/conftest.py (pytest_collection_modifyitems) says in what order.
+# Three xdist workers (TEST_WORKERS; 0 = serial) on 2 cores, each taking whole test modules: the SLURM tests (in
+# order, on one worker) mostly wait on the scheduler while the others compute (measured: 674-740 s with three,
+# 755 s with two); tests/conftest.py (pytest_collection_modifyitems) says in what order.
 test: $(VENV)/.installed
 	bash slurm/cluster.sh start
 	$(VENV)/bin/python -m pytest -q -p no:cacheprovider -n $(TEST_WORKERS) --dist loadfile --no-loadscope-reorder \

@@ -12,7 +12,7 @@ import pytest
 REPO = Path(__file__).resolve().parents[1]
 os.environ.setdefault("WANDB_SILENT", "true")
 os.environ.setdefault("WANDB_MODE", "offline")
-# Every torch process of the suite (the CLI, its local workers, SLURM tasks, two xdist workers) shares 2 cores:
+# Every torch process of the suite (the CLI, its local workers, SLURM tasks, the xdist workers) shares 2 cores:
 # OpenMP threads that spin while they wait for work slow each other down 3-5x. Waiting passively changes no result
 # (the number of threads, and so the order of every sum, is the same). Set before torch loads; subprocesses and
 # SLURM jobs (sbatch exports the environment) inherit it.
@@ -27,11 +27,11 @@ def uses_module_fixture(item: pytest.Item) -> bool:
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
-    """The order in which `make test`'s two xdist workers take the test modules (-n 2 --dist loadfile
+    """The order in which `make test`'s xdist workers take the test modules (-n 3 --dist loadfile
     --no-loadscope-reorder: a module runs whole, on one worker, so its module fixtures are made once and the SLURM
     tests, which share the cluster and restart it, run in order). The SLURM module goes first: it mostly waits on
-    the scheduler while the other worker computes. Then the modules with slow tests or module fixtures, then the
-    short ones, which fill both workers to the end. Tests keep their order within a module."""
+    the scheduler while the others compute. Then the modules with slow tests or module fixtures, then the
+    short ones, which fill the workers to the end. Tests keep their order within a module."""
     rank: dict[str, int] = {}
     for item in items:
         module = item.nodeid.split("::")[0]

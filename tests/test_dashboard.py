@@ -133,11 +133,15 @@ def test_local_sweep_logs_live_rows_before_the_results(trained):
 
 
 def test_wandb_trouble_costs_no_time(trained, monkeypatch):
-    """Online with a wrong key and no server: results at once, exit 0, one warning; never wandb's 90 s wait."""
+    """Online with a wrong key and no server: results at once, exit 0, one warning; never wandb's wait. With
+    wandb.init allowed 600 s (logger.init_timeout_s), a command that waited for it would take over 600 s; this
+    one ends once its results are written and the monitor's 5 s grace is over (about 15 s here), so the bound of
+    300 s tells the two apart on any machine that runs the suite at all."""
     runs_dir, sweep = trained["runs"], "dashboard-no-server"
     monkeypatch.setenv("WANDB_API_KEY", "x" * 40)
     monkeypatch.setenv("WANDB_BASE_URL", "http://127.0.0.1:9")  # nothing listens there
-    args = with_logger(["certify", *certify_overrides(trained, sweep, "launcher=local")], "logger.mode=online")
+    args = with_logger(["certify", *certify_overrides(trained, sweep, "launcher=local")], "logger.mode=online",
+                       "logger.init_timeout_s=600")
     started = time.monotonic()
     result = run_cli(args, runs_dir)
     elapsed = time.monotonic() - started
@@ -145,7 +149,7 @@ def test_wandb_trouble_costs_no_time(trained, monkeypatch):
     assert (config / "certificates.tsv").is_file() and "certified" in result.stdout
     output = result.stdout + result.stderr
     assert output.count("W&B logging disabled") == 1, output[-3000:]
-    assert elapsed < 25, elapsed  # the default init_timeout_s is 30 s: the command did not wait for it
+    assert elapsed < 300, elapsed  # wandb.init may wait 600 s: the command did not wait for it
 
 
 def test_one_monitor_per_sweep(tmp_path, caplog):
