@@ -195,10 +195,14 @@ class LocalLauncher(Launcher):
 def wait_for_shards(work: Sequence[tuple[str, int]], jobs: list[Any], show_progress: bool = True,
                     round_label: str = "") -> None:
     """Wait for the local jobs running ``work``: a progress bar over its shards done (files that validate) with
-    samples/s (the W&B runs get theirs from the monitor). Files already validated are not read again (see
-    shards.validated_summary), and the poll slows down when a look at the files takes long."""
+    the rate of the kind's unit (noise samples/s for certification; the W&B runs get theirs from the monitor).
+    Files already validated are not read again (see shards.validated_summary), and the poll slows down when a look
+    at the files takes long."""
     plans = {d: read_plan(d) for d in sorted({d for d, _ in work})}
     wanted = {(d, i) for d, i in work}
+    # What a shard's "samples" counts is the kind's (noise samples; attacked point x budget pairs; ...)
+    units = {kind_of(plan).progress_unit for plan in plans.values()}
+    rate_name = f"{units.pop() if len(units) == 1 else 'samples'}_per_s"
     started = time.time()
     with progress(total=len(wanted), desc=f"shards done{round_label}", unit="shard", disable=not show_progress) as bar:
         while True:
@@ -206,7 +210,7 @@ def wait_for_shards(work: Sequence[tuple[str, int]], jobs: list[Any], show_progr
             look = time.monotonic()
             records = [r for d, p in plans.items() for i, r in inventory(d, p).records.items() if (d, i) in wanted]
             fresh = sum(r["samples"] for r in records if r["finished_at"] >= started)  # this run's, not resumed
-            bar.set_postfix(samples_per_s=f"{fresh / max(time.time() - started, 1e-9):.0f}")
+            bar.set_postfix({rate_name: f"{fresh / max(time.time() - started, 1e-9):.3g}"})
             bar.update(len(records) - bar.n)
             if finished:
                 break
