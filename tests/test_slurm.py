@@ -541,7 +541,7 @@ def test_slurm_sweep_watched_from_the_login_node(cluster, trained):
     sweep_dir = runs_dir / "sweeps" / sweep
     args = with_logger(["certify", *certify_overrides(
         trained, sweep, "launcher=slurm", "launcher.shards_per_task=1", "launcher.array_parallelism=1",
-        "certify.n=200", "certify.shard.samples=100")], "logger.mode=offline")  # 4 one-shard tasks in turn
+        "certify.n=400", "certify.shard.samples=100")], "logger.mode=offline")  # 8 one-shard tasks in turn
     result = run_cli(args, runs_dir)  # submits and returns: the jobs run on the cluster
     assert "status --watch 30 --wandb offline" in result.stderr + result.stdout
     env = {**os.environ, "AUDIOCERT_RUNS_DIR": str(runs_dir)}
