@@ -19,6 +19,7 @@ import json
 import os
 import subprocess
 import sys
+from collections.abc import Callable
 from pathlib import Path
 
 CORPUS = dict(num_speakers=4, utterances_per_speaker=6, seed=3, min_seconds=2.0, max_seconds=3.0)
@@ -39,6 +40,7 @@ PERCEPTIBILITY = ["perceptibility.draws=2", "perceptibility.budget_iterations=16
 
 
 def cli(checkout: Path, runs: Path, *args: str) -> str:
+    """``python -m audiocert.cli ARGS`` in ``checkout``, results under ``runs``; its stdout."""
     env = {**os.environ, "AUDIOCERT_RUNS_DIR": str(runs), "WANDB_MODE": "offline", "WANDB_SILENT": "true"}
     result = subprocess.run([sys.executable, "-m", "audiocert.cli", *args], cwd=checkout, env=env,
                             capture_output=True, text=True, timeout=900)
@@ -82,8 +84,11 @@ def weights_digest(checkpoint: Path) -> str:
     return h.hexdigest()
 
 
-def run(checkout: Path, work: Path, corpus: Path | None = None, trained_runs: Path | None = None) -> dict[str, str]:
-    """Digests of the fixed sweep's outputs. ``corpus`` / ``trained_runs``: the suite's fixture, already made."""
+def run(checkout: Path, work: Path, corpus: Path | None = None, trained_runs: Path | None = None,
+        cli: Callable[..., str] = cli) -> dict[str, str]:
+    """Digests of the fixed sweep's outputs. ``corpus`` / ``trained_runs``: the suite's fixture, already made;
+    ``cli``: how to run a command (the suite passes its run_cli, which runs the same command without a fresh
+    interpreter's start-up)."""
     if corpus is None:
         from audiocert.corpus import generate_corpus
 

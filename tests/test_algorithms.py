@@ -248,15 +248,17 @@ def run_point_on_blocks(algorithm: Algorithm, selection_blocks: np.ndarray, esti
 def memoised_bounds() -> Iterator[None]:
     """The modules' pure bound functions behind a cache: identical values, each (k, n, alpha) computed once.
 
-    A simulated point calls Clopper-Pearson and binomial-test quantiles a few times per look (~0.4 ms a call);
+    A simulated point calls Clopper-Pearson and binomial-test quantiles a few times per look, and a normal
+    quantile for its radius (~0.1-0.4 ms a call);
     their arguments repeat across points, so the cache runs the 220,000 simulated points of this file in ~30 s
     rather than ~10 min. The logic under test
     (stopping rules, looks, levels, certify) is untouched; test_memoised_bounds_change_nothing checks it.
     """
     with pytest.MonkeyPatch.context() as patch:
-        for name in ("lower_confidence_bound", "upper_confidence_bound", "predict_p_value"):
+        for name in ("lower_confidence_bound", "upper_confidence_bound", "predict_p_value", "radius_from_lower_bound"):
             patch.setattr(algorithms, name, functools.cache(getattr(algorithms, name)))
-        patch.setattr(statistics, "lower_confidence_bound", functools.cache(statistics.lower_confidence_bound))
+        for name in ("lower_confidence_bound", "radius_from_lower_bound", "predict_p_value"):
+            patch.setattr(statistics, name, functools.cache(getattr(statistics, name)))
         yield
 
 

@@ -140,7 +140,8 @@ def test_wandb_trouble_costs_no_time(trained, monkeypatch):
     runs_dir, sweep = trained["runs"], "dashboard-no-server"
     monkeypatch.setenv("WANDB_API_KEY", "x" * 40)
     monkeypatch.setenv("WANDB_BASE_URL", "http://127.0.0.1:9")  # nothing listens there
-    args = with_logger(["certify", *certify_overrides(trained, sweep, "launcher=local")], "logger.mode=online",
+    args = with_logger(["certify", *certify_overrides(trained, sweep, "launcher=local", "launcher.workers=1")],
+                       "logger.mode=online",
                        "logger.init_timeout_s=600")
     started = time.monotonic()
     result = run_cli(args, runs_dir)

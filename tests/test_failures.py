@@ -46,7 +46,8 @@ def test_wandb_trouble_degrades_to_no_logging_never_to_no_results(trained, monke
     monkeypatch.delenv("WANDB_API_KEY", raising=False)
     for mode in ("bogus", "online"):  # an impossible mode; online without an API key
         sweep = f"wandb-{mode}"
-        args = with_logger(["certify", *certify_overrides(trained, sweep, "launcher=local")], mode)
+        args = with_logger(["certify", *certify_overrides(trained, sweep, "launcher=local", "launcher.workers=1")],
+                           mode)
         result = run_cli(args, runs)
         output = result.stdout + result.stderr
         assert output.count("W&B logging disabled") == 1, output[-3000:]
@@ -64,7 +65,8 @@ def test_every_shard_failing_fails_the_command_naming_path_and_log(trained, file
                 while True:
                     handle.write(b"\0" * 1024)
                     handle.flush()
-        result = run_cli(["certify", *certify_overrides(trained, sweep, "launcher=local", "launcher.attempts=1")],
+        result = run_cli(["certify", *certify_overrides(trained, sweep, "launcher=local", "launcher.attempts=1",
+                                                       "launcher.workers=1")],
                          runs, check=False)
         needle = "Read-only file system" if "ro" in filesystem else "No space left on device"
         assert result.returncode != 0, result.stdout[-2000:]
@@ -170,7 +172,8 @@ def test_a_full_runs_directory_fails_with_its_cause_even_when_no_failure_record_
                 while True:
                     handle.write(b"\0" * 1024)
                     handle.flush()
-        result = run_cli(["certify", *certify_overrides(trained, sweep, "launcher=local", "launcher.attempts=1")],
+        result = run_cli(["certify", *certify_overrides(trained, sweep, "launcher=local", "launcher.attempts=1",
+                                                       "launcher.workers=1")],
                          runs, check=False)
         assert result.returncode != 0 and "FAILED" in result.stderr
         assert "No space left on device" in result.stderr and f"cannot write {shards}" in result.stderr, \

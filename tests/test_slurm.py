@@ -96,8 +96,9 @@ ONE = "launcher.shards_per_task=1"  # one shard per array task (tasks are otherw
 
 def test_sweep_on_slurm_matches_single_process_then_resumes(cluster, trained, references):
     runs = trained["runs"]
+    # Two shards a task, one task an array: each config's 4 shards go out as 2 arrays (max_array_size=1).
     args = ["certify", "-m", *certify_overrides(trained, "slurm-e2e", "launcher=slurm", "launcher.wait=true",
-                                                "launcher.max_array_size=3", ONE, *SWEEP)]
+                                                "launcher.max_array_size=1", "launcher.shards_per_task=2", *SWEEP)]
     result = run_cli(args, runs)
     expected = references.certificates(*SWEEP)
     dirs = config_dirs(runs / "sweeps" / "slurm-e2e")
@@ -105,10 +106,10 @@ def test_sweep_on_slurm_matches_single_process_then_resumes(cluster, trained, re
     for d in dirs:
         assert read_certs(d) == expected[d.name]
         jobs = json.loads((d / "jobs.json").read_text())
-        assert len(jobs["arrays"]) == 2  # 4 shards split under max_array_size=3
-        assert len(jobs["shards"]) == 4
+        assert len(jobs["arrays"]) == 2  # 2 tasks split under max_array_size=1
+        assert len(jobs["shards"]) == 4 and len(set(jobs["shards"].values())) == 2  # 2 shards in each task
         shard_jobs = {json.loads(p.read_text())["slurm_job_id"] for p in (d / "shards").glob("*.json")}
-        assert None not in shard_jobs  # every shard ran inside a SLURM job
+        assert None not in shard_jobs and len(shard_jobs) == 2  # every shard ran inside a SLURM job, 2 in each
         reducer_log = next((runs / "sweeps" / "slurm-e2e" / "logs" / "slurm").glob(f"{jobs['reducer']}_*log.out"))
         assert reducer_log.is_file()  # the reducer ran as its own (dependent) SLURM job
     assert "reduced" in result.stdout
@@ -216,8 +217,8 @@ ROUNDS = ("representation=mfbe", "certify.algorithm=sequential", "certify.n0=100
 def test_sequential_rounds_chain_through_dependent_jobs(cluster, trained, references):
     """Each round's dependent job plans the next round and submits it; the last one reduces the config."""
     runs = trained["runs"]
-    run_cli(["certify", *certify_overrides(trained, "slurm-seq", "launcher=slurm", "launcher.wait=true", ONE,
-                                           *ROUNDS)], runs)
+    run_cli(["certify", *certify_overrides(trained, "slurm-seq", "launcher=slurm", "launcher.wait=true", *ROUNDS)],
+            runs)  # a round's shards packed into one task
     [config] = config_dirs(runs / "sweeps" / "slurm-seq")
     assert read_certs(config) == references.certificates(*ROUNDS)[config.name]
     summary = json.loads((config / "summary.json").read_text())
@@ -244,7 +245,8 @@ def small_limits(cluster):
     while subprocess.run(["squeue", "-h", "-o", "%i"], capture_output=True, text=True).stdout.strip():
         assert time.monotonic() < deadline, "jobs of other tests are still queued"
         time.sleep(1)
-    limits = {"SLURM_MAX_ARRAY_SIZE": "3", "SLURM_MAX_JOB_COUNT": "12", "SLURM_MIN_JOB_AGE": "2"}
+    # SWEEP's two configs need 2 x (4 one-shard tasks + a reducer) = 10 jobs: one config fits at a time.
+    limits = {"SLURM_MAX_ARRAY_SIZE": "3", "SLURM_MAX_JOB_COUNT": "7", "SLURM_MIN_JOB_AGE": "2"}
     started = subprocess.run(["bash", "slurm/cluster.sh", "start"], cwd=REPO, capture_output=True, text=True,
                              timeout=300, env={**os.environ, **limits})
     assert started.returncode == 0, started.stdout + started.stderr
@@ -281,17 +283,13 @@ class QueueWatcher:
         return self.peak
 
 
-LIMITED = ("representation=mfbe,magspec", "certify.points_per_speaker=2", "certify.shard.examples=2",
-           "certify.shard.samples=30")  # 2 configs x (4 blocks x 2 chunks) = 8 shards each
-
-
 def test_a_sweep_larger_than_the_site_limits_completes_within_them(small_limits, trained, references):
     max_array, max_jobs = small_limits
     runs = trained["runs"]
     watcher = QueueWatcher()
     try:
         result = run_cli(["certify", "-m", *certify_overrides(trained, "slurm-limits", "launcher=slurm", ONE,
-                                                              "launcher.wait=true", *LIMITED)], runs)
+                                                              "launcher.wait=true", *SWEEP)], runs)
     finally:
         peak = watcher.stop()
     assert peak <= max_jobs, f"{peak} jobs in the system under MaxJobCount={max_jobs}"
@@ -299,7 +297,7 @@ def test_a_sweep_larger_than_the_site_limits_completes_within_them(small_limits,
     assert "waits for submission" in output or "fit under the site limits now" in output, output[-3000:]
     dirs = config_dirs(runs / "sweeps" / "slurm-limits")
     assert len(dirs) == 2
-    expected = references.certificates(*LIMITED)
+    expected = references.certificates(*SWEEP)
     for d in dirs:
         assert read_certs(d) == expected[d.name]
         tasks = {json.loads(p.read_text())["slurm_task"] for p in (d / "shards").glob("*.json")}
@@ -573,7 +571,7 @@ COMPARED_WITH = {
     "test_requeued_and_preempted_shards_finish_without_double_counting": [(reference, *SLOW)],
     "test_rerun_while_queued_submits_only_what_is_missing": [(reference, *SWEEP)],
     "test_sequential_rounds_chain_through_dependent_jobs": [(reference, *ROUNDS)],
-    "test_a_sweep_larger_than_the_site_limits_completes_within_them": [(reference, *LIMITED)],
+    "test_a_sweep_larger_than_the_site_limits_completes_within_them": [(reference, *SWEEP)],
     "test_transient_refusals_are_retried_and_a_permanent_one_fails_only_its_config": [(reference, *SWEEP)],
     "test_a_submission_cut_off_midway_is_visible_and_a_rerun_submits_nothing_twice": [(reference, *CUT)],
     "test_an_attack_on_slurm_gives_the_results_of_one_process": [(attack_reference,)],

@@ -13,7 +13,7 @@ import json
 from pathlib import Path
 
 import pytest
-from conftest import REPO
+from conftest import REPO, run_cli
 from golden import run
 
 GOLDEN = Path(__file__).parent / "data" / "golden_outputs.json"
@@ -25,6 +25,9 @@ def test_a_fixed_sweep_writes_what_the_code_before_the_redesign_wrote(tiny_corpu
     expected, before, changed = golden["outputs"], golden["before_redesign"], golden["changed_on_purpose"]
     assert set(expected) == set(before) and all(
         expected[k] == before[k] for k in expected if k not in changed), "a digest differs with no change named"
-    found = run(REPO, tmp_path, corpus=tiny_corpus, trained_runs=trained["runs"])
+    def cli(checkout: Path, runs: Path, *args: str) -> str:
+        return run_cli([*args], runs).stdout  # run_cli runs in REPO, the checkout under test
+
+    found = run(REPO, tmp_path, corpus=tiny_corpus, trained_runs=trained["runs"], cli=cli)
     differ = sorted(k for k in set(expected) | set(found) if expected.get(k) != found.get(k))
     assert not differ, f"outputs differ from the code before the redesign: {differ}"
