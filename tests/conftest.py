@@ -85,6 +85,8 @@ def tiny_overrides(corpus: Path) -> list[str]:
 # AUDIOCERT_TEST_FRESH_PROCESSES=1: run_cli starts a new interpreter for every command instead of forking one that
 # has imported audiocert already (tests/cli_server.py; the same command, without 2.5 s of CPU start-up each).
 FRESH_PROCESSES = os.environ.get("AUDIOCERT_TEST_FRESH_PROCESSES") == "1"
+# AUDIOCERT_TEST_CLI_CPU_LOG=FILE: each command run_cli runs appends a line (CPU seconds, test, arguments) to FILE.
+CLI_CPU_LOG = os.environ.get("AUDIOCERT_TEST_CLI_CPU_LOG")
 
 
 class CliServer:
@@ -147,6 +149,9 @@ class CliServer:
                 os.kill(pid, signal.SIGKILL)
                 self.answer(None)
                 raise subprocess.TimeoutExpired(command, timeout, out.read_text(), err.read_text())
+            if CLI_CPU_LOG:  # where the suite's CPU goes, command by command
+                with open(CLI_CPU_LOG, "a") as log:
+                    log.write(f"{ended['cpu_s']}\t{os.environ.get('PYTEST_CURRENT_TEST', '')}\t{' '.join(args)}\n")
             return subprocess.CompletedProcess(command, ended["status"], out.read_text(errors="replace"),
                                                err.read_text(errors="replace"))
 

@@ -89,7 +89,7 @@ SMALL = ["certify.points_per_speaker=2", "certify.n0=20", "certify.n=60", "certi
 
 @pytest.fixture(scope="module")
 def trained_user_model(user) -> Path:
-    user_cli(user, ["train", *[a for a in folder_args(user) if not a.startswith("logger")], "train.epochs=2",
+    user_cli(user, ["train", *folder_args(user), "train.epochs=2",
                     "train.batch_size=16", "train.validation_crops_per_speaker=2", "train.augment.stage=waveform",
                     "train.augment.sigma=0.05"])
     best = user["runs"] / "train" / "folder-external" / "best.pt"

@@ -15,6 +15,7 @@ from audiocert.provenance import atomic_write_sealed
 from audiocert.shards import PLAN_FILE, IncompleteSweepError
 
 pytestmark = pytest.mark.slow
+NO_WANDB = "logger.mode=disabled"  # training runs on W&B are test_dashboard's (the fixture's)
 
 
 def config_dirs(sweep: Path) -> list[Path]:
@@ -26,7 +27,7 @@ def test_training_improves_resumes_and_checkpoint_loads_weights_only(trained, tm
     copy of the fixture's command (a run's directory is part of its config, and the fixture's model is trained
     once for every xdist worker, then copied)."""
     runs = tmp_path / "runs"
-    run_cli(["train", *trained["overrides"], "train.lr=0.003", "train.epochs=3", "train.batch_size=16",
+    run_cli(["train", *trained["overrides"], NO_WANDB, "train.lr=0.003", "train.epochs=3", "train.batch_size=16",
              "train.validation_crops_per_speaker=6"], runs)
     trained = {**trained, "runs": runs, "dir": runs / "train" / trained["dir"].name}
     history = json.loads((trained["dir"] / "metrics.json").read_text())
@@ -39,31 +40,35 @@ def test_training_improves_resumes_and_checkpoint_loads_weights_only(trained, tm
     losses = [h["loss"] for h in state["metrics"]["history"]]
     assert losses[-1] < losses[0]
     # Resume: two more epochs continue the same history from last.pt.
-    result = run_cli(["train", *trained["overrides"], "train.lr=0.003", "train.epochs=5", "train.batch_size=16",
-                      "train.validation_crops_per_speaker=6", "train.patience=100"], trained["runs"])
+    result = run_cli(["train", *trained["overrides"], NO_WANDB, "train.lr=0.003", "train.epochs=5",
+                      "train.batch_size=16", "train.validation_crops_per_speaker=6", "train.patience=100"],
+                     trained["runs"])
     assert "resuming from" in result.stderr + result.stdout
     last = torch.load(trained["dir"] / "last.pt", weights_only=True)
     assert [h["epoch"] for h in last["metrics"]["history"]] == [0, 1, 2, 3, 4]
     # The same command again finds its finished model and trains nothing more.
     before = {p.name: p.stat().st_mtime_ns for p in trained["dir"].glob("*.pt")}
-    result = run_cli(["train", *trained["overrides"], "train.lr=0.003", "train.epochs=5", "train.batch_size=16",
-                      "train.validation_crops_per_speaker=6", "train.patience=100"], trained["runs"])
+    result = run_cli(["train", *trained["overrides"], NO_WANDB, "train.lr=0.003", "train.epochs=5",
+                      "train.batch_size=16", "train.validation_crops_per_speaker=6", "train.patience=100"],
+                     trained["runs"])
     assert "already holds this config's trained model" in result.stderr + result.stdout
     assert {p.name: p.stat().st_mtime_ns for p in trained["dir"].glob("*.pt")} == before
 
 
 def test_time_budget_stops_at_the_batch_that_would_overrun_it(trained):
     # The first batch always runs (nothing to judge it by); with a 60 ms budget the second cannot fit.
-    result = run_cli(["train", *trained["overrides"], "run_name=budget", "train.epochs=5", "train.batch_size=16",
-                      "train.validation_crops_per_speaker=2", "train.max_minutes=0.001"], trained["runs"])
+    result = run_cli(["train", *trained["overrides"], NO_WANDB, "run_name=budget", "train.epochs=5",
+                      "train.batch_size=16", "train.validation_crops_per_speaker=2", "train.max_minutes=0.001"],
+                     trained["runs"])
     output = result.stderr + result.stdout
     assert "time budget train.max_minutes=0.001 reached" in output and "stopped before batch 2/16 of epoch 1" in output
     metrics = json.loads((trained["runs"] / "train" / "budget" / "metrics.json").read_text())
     assert metrics["stopped_by_budget"] and metrics["position"] == {"epoch": 0, "step": 1}
     assert metrics["epochs_run"] == 0
     # A changed learning rate is another training run: last.pt is not resumed (a changed budget alone would be).
-    result = run_cli(["train", *trained["overrides"], "run_name=budget", "train.epochs=5", "train.batch_size=16",
-                      "train.validation_crops_per_speaker=2", "train.max_minutes=0.001", "train.lr=0.01"],
+    result = run_cli(["train", *trained["overrides"], NO_WANDB, "run_name=budget", "train.epochs=5",
+                      "train.batch_size=16", "train.validation_crops_per_speaker=2", "train.max_minutes=0.001",
+                      "train.lr=0.01"],
                      trained["runs"])
     output = result.stdout + result.stderr
     assert "trained under another config (train.lr: 0.001 -> 0.01): training from scratch" in output

@@ -116,7 +116,7 @@ def test_train_writes_plain_progress_lines_and_no_carriage_returns(tiny_corpus: 
     monkeypatch.setenv(INTERVAL_ENV, "0")  # a line per batch: the plain lines are seen, however fast the machine
     result = run_cli(["train", *tiny_overrides(tiny_corpus), "run_name=progress", "train.epochs=1",
                       "train.batch_size=16", "dataset.train_crops_per_speaker=8",
-                      "train.validation_crops_per_speaker=2", "device=cpu"], tmp_path)
+                      "train.validation_crops_per_speaker=2", "device=cpu", "logger.mode=disabled"], tmp_path)
     assert "\r" not in result.stderr and "\r" not in result.stdout
     # Hydra's logging writes INFO to stdout
     lines = [line for line in (result.stdout + result.stderr).splitlines() if "audiocert.progress" in line]

@@ -62,7 +62,8 @@ def one_thread() -> Iterator[None]:
 @pytest.mark.slow
 def test_cli_budget_stop_saves_resumable_state_and_resume_matches_uninterrupted(
         tiny_corpus: Path, tmp_path: Path, one_thread: None) -> None:
-    base = ["train", *tiny_overrides(tiny_corpus), *DETERMINISTIC, "train.epochs=2", "run_name=cut"]
+    base = ["train", *tiny_overrides(tiny_corpus), *DETERMINISTIC, "train.epochs=2", "run_name=cut",
+            "logger.mode=disabled"]
     # 60 microseconds: the first batch always runs (nothing to judge it by); the second cannot fit.
     result = run_cli([*base, "train.max_minutes=1e-6"], tmp_path)
     out = tmp_path / "train" / "cut"

@@ -37,7 +37,7 @@ def train_args(corpus: Path, run_name: str, epochs: int = 1, *extra: str) -> lis
     """A train command small enough for a test: tiny model, few crops, one epoch by default."""
     return ["train", *tiny_overrides(corpus), f"run_name={run_name}", f"train.epochs={epochs}",
             "train.batch_size=16", "dataset.train_crops_per_speaker=16", "train.validation_crops_per_speaker=2",
-            "device=cpu", *extra]
+            "device=cpu", "logger.mode=disabled", *extra]  # no W&B run: test_dashboard checks those
 
 
 def assert_trained_from_scratch(out: Path, damaged: str, original: bytes, output: str, epochs: int) -> None:
