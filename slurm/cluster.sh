@@ -32,8 +32,10 @@ MUNGED_PID="$MUNGE_RUN/munged.pid"
 START_TIMEOUT="${SLURM_START_TIMEOUT:-90}"
 # CPUs advertised for the node. Defaults to the real count; can be raised to
 # let more jobs run side by side on a small machine (config_overrides below
-# makes slurmd trust this number instead of the hardware).
-NODE_CPUS="${SLURM_NODE_CPUS:-$(nproc)}"
+# makes slurmd trust this number instead of the hardware). Not nproc's answer under
+# OMP_NUM_THREADS (it honours that variable): a shell with OMP_NUM_THREADS=1 would
+# make a 1-CPU cluster that runs one task at a time.
+NODE_CPUS="${SLURM_NODE_CPUS:-$(env -u OMP_NUM_THREADS -u OMP_THREAD_LIMIT nproc)}"
 # Site limits, overridable so a test can run the cluster under small ones (tests/test_slurm.py does, then starts
 # it again with the defaults). MinJobAge: how long a finished job stays in slurmctld (and counts for MaxJobCount).
 MAX_ARRAY_SIZE="${SLURM_MAX_ARRAY_SIZE:-1001}"

@@ -288,3 +288,12 @@ def test_an_orphaned_local_worker_starts_no_further_shard(tmp_path):
     assert worker.returncode == 3, worker.stdout + worker.stderr[-2000:]
     assert "shard 0 of" in worker.stdout and "shard 1 of" not in worker.stdout, worker.stdout
     assert "that started this worker is gone: stopping" in worker.stdout
+
+
+def test_the_local_poll_slows_with_long_looks_but_never_sleeps_minutes():
+    """A look at the shard files that took long (many files) spaces the next one out, up to MAX_POLL_S: a command
+    stopped mid-look (Ctrl-Z, SIGSTOP) measured a look of 16 s and slept 160 s after it was continued."""
+    from audiocert.launching.executors import MAX_POLL_S, poll_interval
+
+    assert poll_interval(0.001) == 1.0 and poll_interval(0.5) == 5.0
+    assert poll_interval(16.0) == poll_interval(3600.0) == MAX_POLL_S <= 15.0

@@ -192,6 +192,16 @@ class LocalLauncher(Launcher):
 
 
 
+MAX_POLL_S = 15.0
+
+
+def poll_interval(look_s: float) -> float:
+    """Seconds until the next look at the shard files: ten times what the last look took (a sweep of many files
+    is not read back to back), between 1 s and MAX_POLL_S. The cap matters: a command suspended during a look
+    (Ctrl-Z, SIGSTOP, a starved machine) measured a look of minutes and then slept ten times that after it went on."""
+    return min(MAX_POLL_S, max(1.0, 10 * look_s))
+
+
 def wait_for_shards(work: Sequence[tuple[str, int]], jobs: list[Any], show_progress: bool = True,
                     round_label: str = "") -> None:
     """Wait for the local jobs running ``work``: a progress bar over its shards done (files that validate) with
@@ -214,7 +224,7 @@ def wait_for_shards(work: Sequence[tuple[str, int]], jobs: list[Any], show_progr
             bar.update(len(records) - bar.n)
             if finished:
                 break
-            time.sleep(max(1.0, 10 * (time.monotonic() - look)))
+            time.sleep(poll_interval(time.monotonic() - look))
     for job in jobs:
         try:
             error = job.exception()
