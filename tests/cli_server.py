@@ -2,7 +2,8 @@
 start-up for every command: about 2.5 s of CPU each, most of the suite's CPU time on a 2-core machine.
 
 This process imports what every `audiocert` command imports before it reads its arguments (the package, hence torch),
-and nothing more, so a fork of it is in the state a fresh `python -m audiocert.cli` is in when cli.py starts. For each
+and the modules commands import later anyway (see preload), never audiocert.cli itself: a fork of it is in the state
+a fresh `python -m audiocert.cli` is in when cli.py starts, with some of its later imports done. For each
 request (one JSON line on stdin: args, cwd, env and the files for stdout and stderr) it forks a child that takes the
 working directory, environment and standard streams of the request and runs the module as `python -m` does; the
 parent answers {"pid": ...} at once and {"status": ...} (a subprocess returncode: -N for signal N) once the child has
