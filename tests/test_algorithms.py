@@ -249,10 +249,9 @@ def memoised_bounds() -> Iterator[None]:
     """The modules' pure bound functions behind a cache: identical values, each (k, n, alpha) computed once.
 
     A simulated point calls Clopper-Pearson and binomial-test quantiles a few times per look, and a normal
-    quantile for its radius (~0.1-0.4 ms a call);
-    their arguments repeat across points, so the cache runs the 220,000 simulated points of this file in ~30 s
-    rather than ~10 min. The logic under test
-    (stopping rules, looks, levels, certify) is untouched; test_memoised_bounds_change_nothing checks it.
+    quantile for its radius (~0.1-0.4 ms a call); their arguments repeat across points, so the cache runs the
+    220,000 simulated points of this file in ~25 s of CPU rather than ~10 min. The logic under test (stopping
+    rules, looks, levels, certify) is untouched; test_memoised_bounds_change_nothing checks it.
     """
     with pytest.MonkeyPatch.context() as patch:
         for name in ("lower_confidence_bound", "upper_confidence_bound", "predict_p_value", "radius_from_lower_bound"):
