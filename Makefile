@@ -12,7 +12,7 @@ RUNS := $(or $(AUDIOCERT_RUNS_DIR),runs)
 WAIT := $(if $(filter slurm,$(LAUNCHER)),launcher.wait=true)
 TEST_WORKERS ?= 3
 
-.PHONY: demo test test-fast venv clean
+.PHONY: demo test test-fast venv cluster clean
 
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -20,6 +20,11 @@ $(VENV)/.installed: pyproject.toml
 	touch $@
 
 venv: $(VENV)/.installed
+
+# The test cluster (installed with apt-get on a fresh machine), brought up while pip builds the venv: `make test`
+# makes both at once (-j2), each target's output printed whole when it ends.
+cluster:
+	bash slurm/cluster.sh start
 
 demo: $(VENV)/.installed
 	@start=$$(date +%s); \
@@ -35,8 +40,8 @@ demo: $(VENV)/.installed
 # order, on one worker) mostly wait on the scheduler while the others compute, at a lower priority (measured on
 # 2026-12-07: 513 s of pytest, 608 s for `.ci/run` on a fresh clone, venv included); tests/conftest.py
 # (pytest_collection_modifyitems, pytest_runtest_setup) says in what order and why.
-test: $(VENV)/.installed
-	bash slurm/cluster.sh start
+test:
+	$(MAKE) --no-print-directory -j2 --output-sync=target venv cluster
 	$(VENV)/bin/python -m pytest -q -p no:cacheprovider -n $(TEST_WORKERS) --dist loadfile --no-loadscope-reorder \
 		--durations=20
 
