@@ -37,9 +37,10 @@ demo: $(VENV)/.installed
 	echo "demo finished in $$(( $$(date +%s) - start )) s; report: $(RUNS)/sweeps/demo/report/report.md"
 
 # Three xdist workers (TEST_WORKERS; 0 = serial) on 2 cores, each taking whole test modules: the SLURM tests (in
-# order, on one worker) mostly wait on the scheduler while the others compute, at a lower priority (measured on
-# 2026-12-07: 513 s of pytest, 608 s for `.ci/run` on a fresh clone, venv included); tests/conftest.py
-# (pytest_collection_modifyitems, pytest_runtest_setup) says in what order and why.
+# order, on one worker) mostly wait on the scheduler while the others compute, at a lower priority. `.ci/run` on a
+# fresh clone, venv and the cluster's apt-get included (2026-12-07): 613 s on this project's 2-core machine (521 s
+# of pytest), 584 s on CI. tests/conftest.py (pytest_collection_modifyitems, pytest_runtest_setup) says in what
+# order and why.
 test:
 	$(MAKE) --no-print-directory -j2 --output-sync=target venv cluster
 	$(VENV)/bin/python -m pytest -q -p no:cacheprovider -n $(TEST_WORKERS) --dist loadfile --no-loadscope-reorder \
