@@ -3,6 +3,7 @@
 #               attack and perceptibility passes, report
 #   make test   the whole test suite, including the real single-node SLURM cluster (needs root)
 #   make test-fast   the unit tests only (math, shapes, plans, shard validation, merging): seconds, no cluster
+#   make cluster     start the single-node SLURM test cluster (root; apt-get installs it on a fresh machine)
 
 PYTHON ?= python3
 VENV := .venv
