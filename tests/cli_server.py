@@ -8,7 +8,7 @@ request (one JSON line on stdin: args, cwd, env and the files for stdout and std
 working directory, environment and standard streams of the request and runs the module as `python -m` does; the
 parent answers {"pid": ...} at once and {"status": ...} (a subprocess returncode: -N for signal N) once the child has
 ended, with the CPU seconds it used (its own and those of the processes it waited for). Requests are served one at
-a time: a client thread has a server of its own.
+a time: commands that run at once run on servers of their own (conftest.run_on_a_server keeps the idle ones).
 
 Run as a script: `python tests/cli_server.py`.
 """

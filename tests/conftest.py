@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import threading
 from collections.abc import Callable
 from pathlib import Path
 
@@ -112,7 +113,7 @@ CLI_CPU_LOG = os.environ.get("AUDIOCERT_TEST_CLI_CPU_LOG")
 
 
 class CliServer:
-    """A tests/cli_server.py process of this thread's: runs one command at a time, each in a fork of itself."""
+    """A tests/cli_server.py process: runs one command at a time, each in a fork of itself."""
 
     def __init__(self) -> None:
         import subprocess
@@ -186,14 +187,33 @@ def pytest_unconfigure(config: pytest.Config) -> None:
         server.close()
 
 
-def cli_server() -> CliServer:
-    """This thread's CliServer (started on first use, ended by pytest_unconfigure)."""
-    import threading
+IDLE_SERVERS: list[CliServer] = []
+SERVERS_LOCK = threading.Lock()
 
-    servers = globals().setdefault("_CLI_SERVERS", threading.local())
-    if not hasattr(servers, "server") or servers.server.process.poll() is not None:
-        servers.server = CliServer()
-    return servers.server
+
+def run_on_a_server(args: list[str], env: dict[str, str], timeout: float):
+    """CliServer.run on a server no other thread is using, started when none is idle (ended by pytest_unconfigure).
+    Servers are shared, not one per thread: a thread pool's threads are new at every use, and a server costs about
+    6 s of CPU to start (its imports), some 10 times what a command run on it costs."""
+    import subprocess
+
+    with SERVERS_LOCK:
+        live = [s for s in IDLE_SERVERS if s.process.poll() is None]
+        server = live.pop() if live else None
+        IDLE_SERVERS[:] = live
+    server = server or CliServer()
+    try:
+        result = server.run(args, env, timeout)
+    except subprocess.TimeoutExpired:  # the command was killed and its answer read: the server serves on
+        with SERVERS_LOCK:
+            IDLE_SERVERS.append(server)
+        raise
+    except BaseException:  # its answers may be half read: not reused
+        server.close()
+        raise
+    with SERVERS_LOCK:
+        IDLE_SERVERS.append(server)
+    return result
 
 
 def run_cli(args: list[str], runs_dir: Path, check: bool = True, timeout: float = 600):
@@ -207,7 +227,7 @@ def run_cli(args: list[str], runs_dir: Path, check: bool = True, timeout: float 
         result = subprocess.run([sys.executable, "-m", "audiocert.cli", *args], cwd=REPO, env=env,
                                 capture_output=True, text=True, timeout=timeout)
     else:
-        result = cli_server().run(args, env, timeout)
+        result = run_on_a_server(args, env, timeout)
     if check and result.returncode != 0:
         raise AssertionError(f"audiocert {' '.join(args)} failed ({result.returncode}):\n{result.stdout[-3000:]}\n"
                              f"{result.stderr[-6000:]}")

@@ -12,7 +12,6 @@ import os
 import subprocess
 import sys
 import time
-from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
@@ -31,10 +30,10 @@ def refused(args: list[str], runs: Path):
     return lines[0]
 
 
-def refused_together(commands: list[list[str]], runs: Path) -> list[str]:
-    """``refused`` for each command, two at a time (each mostly imports torch)."""
-    with ThreadPoolExecutor(max_workers=2) as pool:
-        return list(pool.map(lambda args: refused(args, runs), commands))
+def refused_each(commands: list[list[str]], runs: Path) -> list[str]:
+    """``refused`` for each command, one after another: each is a fork of a process that has imported torch
+    (conftest.run_cli), and running two at once would start a second such process."""
+    return [refused(args, runs) for args in commands]
 
 
 def written(root: Path) -> list[Path]:
@@ -45,7 +44,7 @@ def test_unsafe_names_and_a_bad_value_on_fresh_data_are_refused_in_one_line_befo
     """Cases 1-3: names with '/' or '..' in certify, train, stats and corpus (`corpus` accepted them), and
     `smoothing.sigma=-1` on a fresh data directory (the synthetic corpus was written before the refusal)."""
     runs, fresh = tmp_path / "runs", tmp_path / "fresh"
-    lines = refused_together([
+    lines = refused_each([
         ["certify", "sweep.name=../x"], ["train", "model.name=.."], ["corpus", "dataset.name=../../../escape"],
         ["certify", f"paths.data_dir={fresh}", "smoothing.sigma=-1"],
     ], runs)  # every name of every command: tests/test_config_schemas.py
@@ -149,7 +148,7 @@ def test_a_full_disk_under_the_logs_or_hydras_files_is_said_in_one_line(tmp_path
             while True:
                 handle.write(b"\0" * 1024)
                 handle.flush()
-        log, hydra = refused_together([
+        log, hydra = refused_each([
             ["corpus", f"paths.data_dir={fresh}", f"hydra.job_logging.handlers.file.filename={full}/c.log"],
             ["stats", f"paths.data_dir={fresh}", f"hydra.run.dir={full}/run"],
         ], tmp_path / "runs")
