@@ -39,9 +39,9 @@ demo: $(VENV)/.installed
 
 # Three xdist workers (TEST_WORKERS; 0 = serial) on 2 cores, each taking whole test modules: the SLURM tests (in
 # order, on one worker) mostly wait on the scheduler while the others compute, at a lower priority. `.ci/run` on a
-# fresh clone, venv and the cluster's apt-get included (2026-12-07): 613 s on this project's 2-core machine (521 s
-# of pytest), 584 s on CI. tests/conftest.py (pytest_collection_modifyitems, pytest_runtest_setup) says in what
-# order and why.
+# fresh clone, venv included (2026-12-07, this project's 2-core machine): 580 s, 493 s of it pytest (CI took 584 s
+# for an earlier commit that took 608 s here). tests/conftest.py (pytest_collection_modifyitems,
+# pytest_runtest_setup) says in what order and why.
 test:
 	$(MAKE) --no-print-directory -j2 --output-sync=target venv cluster
 	$(VENV)/bin/python -m pytest -q -p no:cacheprovider -n $(TEST_WORKERS) --dist loadfile --no-loadscope-reorder \
