@@ -202,18 +202,20 @@ def run_on_a_server(args: list[str], env: dict[str, str], timeout: float):
         server = live.pop() if live else None
         IDLE_SERVERS[:] = live
     server = server or CliServer()
+    reusable = False  # after any other exception its answers may be half read
     try:
         result = server.run(args, env, timeout)
+        reusable = True
+        return result
     except subprocess.TimeoutExpired:  # the command was killed and its answer read: the server serves on
-        with SERVERS_LOCK:
-            IDLE_SERVERS.append(server)
+        reusable = True
         raise
-    except BaseException:  # its answers may be half read: not reused
-        server.close()
-        raise
-    with SERVERS_LOCK:
-        IDLE_SERVERS.append(server)
-    return result
+    finally:
+        if reusable:
+            with SERVERS_LOCK:
+                IDLE_SERVERS.append(server)
+        else:
+            server.close()
 
 
 def run_cli(args: list[str], runs_dir: Path, check: bool = True, timeout: float = 600):

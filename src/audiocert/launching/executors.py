@@ -191,7 +191,6 @@ class LocalLauncher(Launcher):
             raise
 
 
-
 MAX_POLL_S = 15.0
 
 
